@@ -1,0 +1,206 @@
+"""The Denoiser: a network, the SDE it was trained under, and what it predicts.
+
+``Denoiser(net, sde, parameterization, time_input=...)`` calls ``net(x, time_input(t))`` once per
+:meth:`Denoiser.predict` and converts the output to both ``x0`` and ``eps`` (k-diffusion's
+``external.py`` wrappers and DPM-Solver's ``model_wrapper`` play this role in those libraries).
+Every network call is counted in :attr:`Denoiser.nfe`, so the number of function evaluations is
+measured, never inferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .parameterization import Parameterization, from_x0_eps, to_x0_eps
+from .sde import SDE
+from .utils import as_time, check_real, expand_to
+
+__all__ = [
+    "Denoiser",
+    "Prediction",
+    "TimeInput",
+    "ContinuousTime",
+    "TrainIndex",
+    "SigmaInput",
+    "LogSigmaInput",
+]
+
+
+# -------------------------------------------------------------------------------------------
+# What the network receives as its time argument
+
+
+class TimeInput:
+    """Maps continuous ``t`` (float64) to the conditioning the network was trained on."""
+
+    def __call__(self, sde: SDE, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self), tuple(sorted(vars(self).items()))))
+
+    @staticmethod
+    def parse(value: TimeInput | str) -> TimeInput:
+        if isinstance(value, TimeInput):
+            return value
+        choices = {
+            "t": ContinuousTime, "index": TrainIndex, "sigma": SigmaInput, "log_sigma": LogSigmaInput,
+        }  # fmt: skip
+        if value not in choices:
+            raise ValueError(
+                f"time_input must be a TimeInput or one of {sorted(choices)}; got {value!r}"
+            )
+        return choices[value]()
+
+
+class ContinuousTime(TimeInput):
+    """``scale * t``: score_sde's continuous models (``scale=1``), or ``999 t``-style scalings."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = check_real("scale", scale, low=0.0, low_open=True)
+
+    def __call__(self, sde, t):
+        return self.scale * t
+
+    def __repr__(self):
+        return f"ContinuousTime(scale={self.scale!r})"
+
+
+class TrainIndex(TimeInput):
+    """The (fractional) DDPM train step ``n = t N - 1`` from the schedule's own ``N``.
+
+    Needs a schedule with ``t_to_index`` (:class:`~scoresde.sde.DiscreteVPSDE`); never a
+    literal 1000 (cf. dpm-solver issue #60).
+    """
+
+    def __call__(self, sde, t):
+        if not hasattr(sde, "t_to_index"):
+            raise TypeError(
+                f"time_input=TrainIndex() needs a discrete schedule with t_to_index "
+                f"(DiscreteVPSDE); got {sde!r}"
+            )
+        return sde.t_to_index(t)
+
+
+class SigmaInput(TimeInput):
+    """``sigma(t) / alpha(t)``: the VE-equivalent noise level (EDM's and k-diffusion's sigma)."""
+
+    def __call__(self, sde, t):
+        return torch.exp(-sde.lambda_(t))
+
+
+class LogSigmaInput(TimeInput):
+    """``log(sigma / alpha) / 4``: EDM's ``c_noise`` (Karras et al. 2022, Table 1)."""
+
+    def __call__(self, sde, t):
+        return -0.25 * sde.lambda_(t)
+
+
+# -------------------------------------------------------------------------------------------
+
+
+class Prediction(NamedTuple):
+    """Both forms of one network evaluation at ``(x, t)``."""
+
+    x0: Tensor
+    eps: Tensor
+
+
+class Denoiser:
+    """A network wrapped with its SDE, parameterization and time conditioning.
+
+    Args:
+        net: callable ``net(x, t_in)`` with ``x`` of shape ``(batch, *dims)`` and ``t_in`` of shape
+            ``(batch,)``, returning a tensor shaped like ``x``.
+        sde: the forward process the network was trained under.
+        parameterization: what ``net`` outputs (:class:`Parameterization` or its name).
+        time_input: how continuous ``t`` maps to ``t_in``; a :class:`TimeInput` or one of
+            ``"t"``, ``"index"``, ``"sigma"``, ``"log_sigma"``.
+    """
+
+    def __init__(
+        self,
+        net: Callable[[Tensor, Tensor], Tensor],
+        sde: SDE,
+        parameterization: Parameterization | str = Parameterization.EPS,
+        *,
+        time_input: TimeInput | str = "t",
+    ):
+        if not callable(net):
+            raise TypeError(f"net must be callable as net(x, t); got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+        self.net = net
+        self.sde = sde
+        self.parameterization = Parameterization.parse(parameterization)
+        self.time_input = TimeInput.parse(time_input)
+        self.nfe = 0
+        self.last: Prediction | None = None
+
+    def __repr__(self) -> str:
+        net = type(self.net).__name__
+        return (
+            f"Denoiser(net={net}, sde={self.sde!r}, parameterization={self.parameterization.value!r}, "
+            f"time_input={self.time_input!r})"
+        )
+
+    def reset_nfe(self) -> None:
+        self.nfe = 0
+
+    def _batch_time(self, x: Tensor, t: Tensor | float) -> Tensor:
+        t = as_time(t).to(x.device)
+        if t.ndim == 0:
+            return t.expand(x.shape[0])
+        if t.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"t of shape {tuple(t.shape)} does not match the batch of x {tuple(x.shape)}"
+            )
+        return t
+
+    def raw(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """One network call at ``(x, t)``, in the network's own parameterization."""
+        t = self._batch_time(x, t)
+        out = self.net(x, self.time_input(self.sde, t).to(x.dtype))
+        self.nfe += 1
+        if out.shape != x.shape:
+            raise ValueError(
+                f"the network returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
+                "a denoiser's output must have the shape of its input"
+            )
+        return out
+
+    def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
+        """``(x0, eps)`` from one network call."""
+        t = self._batch_time(x, t)
+        out = self.raw(x, t)
+        alpha = expand_to(self.sde.alpha(t), x)
+        sigma = expand_to(self.sde.sigma(t), x)
+        self.last = Prediction(*to_x0_eps(out, x, alpha, sigma, self.parameterization))
+        return self.last
+
+    def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
+        return self.predict(x, t).x0
+
+    def eps(self, x: Tensor, t: Tensor | float) -> Tensor:
+        return self.predict(x, t).eps
+
+    def score(self, x: Tensor, t: Tensor | float) -> Tensor:
+        t = self._batch_time(x, t)
+        return -self.predict(x, t).eps / expand_to(self.sde.sigma(t), x)
+
+    def v(self, x: Tensor, t: Tensor | float) -> Tensor:
+        t = self._batch_time(x, t)
+        pred = self.predict(x, t)
+        alpha = expand_to(self.sde.alpha(t), x)
+        sigma = expand_to(self.sde.sigma(t), x)
+        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, Parameterization.V)

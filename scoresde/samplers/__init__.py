@@ -1,0 +1,144 @@
+"""Samplers: the registry, ``get_sampler`` and the public ``sample`` entry point.
+
+``SAMPLERS`` maps each stable registry key to its class. To add a sampler, write the class in its
+family module, declare ``name``, ``order``, ``stochastic`` and ``nfe_per_step``, and list it
+below; the registry-wide contract and convergence tests pick it up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Denoiser
+from ..grids import Explicit, TimeGrid, UniformTime
+from ..noise import GaussianNoise, NoiseSource
+from ..sde import SDE
+from ..utils import check_int
+from .base import GridSchedule, Sampler, SampleResult, StepInfo
+from .ode import PFEuler
+from .reverse_sde import EulerMaruyama
+
+__all__ = [
+    "SAMPLERS",
+    "get_sampler",
+    "sample",
+    "Sampler",
+    "SampleResult",
+    "StepInfo",
+    "GridSchedule",
+    "PFEuler",
+    "EulerMaruyama",
+]
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    cls.name: cls
+    for cls in (
+        PFEuler,
+        EulerMaruyama,
+    )
+}
+
+
+def get_sampler(name: str, **options) -> Sampler:
+    """Instantiate the sampler registered as ``name`` with keyword-only ``options``."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; valid names are {sorted(SAMPLERS)}")
+    return SAMPLERS[name](**options)
+
+
+def sample(
+    sampler: Sampler | str,
+    denoiser: Denoiser,
+    sde: SDE | None = None,
+    *,
+    shape: tuple[int, ...] | None = None,
+    x_T: Tensor | None = None,
+    grid: TimeGrid | None = None,
+    n_steps: int | None = None,
+    noise: NoiseSource | None = None,
+    generator: torch.Generator | None = None,
+    denoise_final: bool = False,
+    save_trajectory: bool = False,
+    callback: Callable[[StepInfo], None] | None = None,
+    progress: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> SampleResult:
+    """Draw samples by integrating the reverse process from ``T`` to ``t_min``.
+
+    Args:
+        sampler: a :class:`Sampler` or a registry key (see ``SAMPLERS``).
+        denoiser: the model, as a :class:`~scoresde.Denoiser`.
+        sde: the process; defaults to ``denoiser.sde``.
+        shape: ``(batch, *dims)`` of the samples, when ``x_T`` is not given.
+        x_T: the starting state at ``grid``'s first time (default: a prior draw).
+        grid: a :class:`~scoresde.grids.TimeGrid` (default ``UniformTime()``).
+        n_steps: number of intervals (not NFE); ``None`` only with an ``Explicit`` grid.
+        noise: noise source of stochastic samplers (default ``GaussianNoise(generator)``).
+        generator: RNG for the prior draw and the default noise.
+        denoise_final: replace the final state by the model's ``x0`` at ``ts[-1]`` (+1 NFE).
+        save_trajectory: keep the state at every grid time in ``result.trajectory``.
+        callback: called with a :class:`StepInfo` after every step.
+        progress: show a tqdm bar.
+        device, dtype: of the prior draw (ignored when ``x_T`` is given).
+    """
+    if isinstance(sampler, str):
+        sampler = get_sampler(sampler)
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler must be a Sampler or a registry name; got {type(sampler).__name__}")
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
+    sde = denoiser.sde if sde is None else sde
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+    grid = UniformTime() if grid is None else grid
+    if not isinstance(grid, TimeGrid):
+        raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {type(grid).__name__}")
+    if n_steps is None and not isinstance(grid, Explicit):
+        raise ValueError(f"n_steps must be an int >= 1 for grid {grid!r}; got None")
+    if n_steps is not None:
+        check_int("n_steps", n_steps, low=1)
+    ts = grid.grid(sde, n_steps)
+
+    x = _initial_state(sde, shape, x_T, generator, device, dtype)
+    noise = GaussianNoise(generator) if noise is None else noise
+    if not isinstance(noise, NoiseSource):
+        raise TypeError(f"noise must be a NoiseSource; got {type(noise).__name__}")
+    noise.bind(ts, x)
+
+    denoiser.reset_nfe()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        x, trajectory, stats = sampler.run(
+            denoiser, sde, ts, x, noise=noise, callback=callback, progress=progress,
+            save_trajectory=save_trajectory,
+        )  # fmt: skip
+        if denoise_final:
+            x = denoiser.predict(x, ts[-1].to(x.device)).x0
+    stats = {"n_steps": ts.numel() - 1, "time_s": time.perf_counter() - start, **stats}
+    return SampleResult(x=x, nfe=denoiser.nfe, ts=ts, trajectory=trajectory, stats=stats)
+
+
+def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
+    if x_T is None:
+        if shape is None:
+            raise ValueError("give either shape=(batch, *dims) or x_T; got neither")
+        shape = tuple(shape)
+        if len(shape) < 1 or not all(isinstance(s, int) and s >= 1 for s in shape):
+            raise ValueError(f"shape must be a tuple of positive ints (batch, *dims); got {shape!r}")
+        gen_device = generator.device if generator is not None else device
+        x = sde.prior_sample(shape, generator=generator, dtype=dtype or torch.float32, device=gen_device)
+        return x.to(device) if device is not None else x
+    if not isinstance(x_T, Tensor) or not x_T.is_floating_point():
+        raise TypeError(f"x_T must be a floating-point tensor; got {type(x_T).__name__}")
+    if x_T.ndim < 1:
+        raise ValueError(f"x_T must have shape (batch, *dims); got a 0-d tensor")
+    if shape is not None and tuple(shape) != tuple(x_T.shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was given")
+    if not bool(torch.isfinite(x_T).all()):
+        raise ValueError("x_T must be finite; it holds NaN or inf")
+    return x_T if device is None else x_T.to(device)

@@ -1,0 +1,175 @@
+"""The sampler contract and the one driver loop every sampler runs in.
+
+A :class:`Sampler` only steps: :meth:`Sampler.init` precomputes every coefficient for the grid
+(float64, cast once), and :meth:`Sampler.step` is tensor arithmetic indexed by the integer step
+``i``. The loop, the progress bar, the callback, the trajectory and the non-finite check live in
+:meth:`Sampler.run`, once (diffrax's ``init``/``step`` split). Backends that integrate the whole
+interval themselves (torchdiffeq, scipy, torchsde) override :meth:`Sampler.run` instead.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..denoiser import Denoiser
+from ..noise import NoiseSource
+from ..sde import SDE
+
+__all__ = ["Sampler", "SampleResult", "StepInfo", "GridSchedule"]
+
+
+@dataclass
+class StepInfo:
+    """What a per-step ``callback`` receives: the state after step ``i`` (from ``t`` to
+    ``t_next``) and the last ``x0`` prediction (``None`` if the step made no network call)."""
+
+    i: int
+    t: float
+    t_next: float
+    x: Tensor
+    x0: Tensor | None
+
+
+@dataclass
+class SampleResult:
+    """The result of :func:`scoresde.sample`; always this type, whatever the options.
+
+    Attributes:
+        x: final samples at ``ts[-1]`` (denoised if ``denoise_final``).
+        nfe: network calls measured by the Denoiser's counter.
+        ts: the float64 grid that was used (``n_steps + 1`` times; for adaptive backends, the
+            output times).
+        trajectory: ``(n_steps + 1, *x.shape)`` states at every grid time, or ``None``.
+        stats: extra measurements (wall time, accepted/rejected steps of adaptive solvers, ...).
+    """
+
+    x: Tensor
+    nfe: int
+    ts: Tensor
+    trajectory: Tensor | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Sampler(ABC):
+    """A method for one step of a reverse-time diffusion process.
+
+    Class attributes every sampler declares (and the registry-wide tests read):
+        name: registry key.
+        order: convergence order; for deterministic samplers the global ODE order, for
+            stochastic samplers the strong order of the SDE scheme (with additive noise).
+        weak_order: weak order of stochastic samplers (``None`` for deterministic ones).
+        stochastic: whether the sampler consumes noise.
+        nfe_per_step: network calls per step (``None`` if adaptive); see :meth:`nfe`.
+        reference: short citation of the method.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[float]
+    weak_order: ClassVar[float | None] = None
+    stochastic: ClassVar[bool]
+    nfe_per_step: ClassVar[int | None] = 1
+    reference: ClassVar[str] = ""
+
+    def nfe(self, n_steps: int) -> int | None:
+        """Network calls for ``n_steps`` steps (``None`` when it depends on the solution)."""
+        return None if self.nfe_per_step is None else self.nfe_per_step * n_steps
+
+    def init(self, denoiser: Denoiser, sde: SDE, ts: Tensor, x: Tensor) -> Any:
+        """Precompute per-grid coefficients; returns the sampler's state."""
+        return None
+
+    @abstractmethod
+    def step(
+        self,
+        denoiser: Denoiser,
+        sde: SDE,
+        ts: Sequence[float],
+        i: int,
+        x: Tensor,
+        state: Any,
+        noise: NoiseSource,
+    ) -> tuple[Tensor, Any]:
+        """Advance ``x`` from ``ts[i]`` to ``ts[i + 1]``.
+
+        ``ts`` is the grid as Python floats (for noise sources and int/float logic); device-side
+        times and coefficients come from ``state``. No host syncs: tensor arithmetic on
+        precomputed coefficients, branches on the Python int ``i`` only."""
+
+    def options(self) -> dict[str, Any]:
+        """The sampler's constructor options, for ``repr`` and result tables."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+    def run(
+        self,
+        denoiser: Denoiser,
+        sde: SDE,
+        ts: Tensor,
+        x: Tensor,
+        *,
+        noise: NoiseSource,
+        callback: Callable[[StepInfo], None] | None = None,
+        progress: bool = True,
+        save_trajectory: bool = False,
+    ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+        """The driver loop: ``init``, then ``step`` for every interval of ``ts``.
+
+        Non-finite states are detected without a host sync per step: the index of the first bad
+        step is kept on the device and read once at the end.
+        """
+        n = ts.numel() - 1
+        state = self.init(denoiser, sde, ts, x)
+        grid = ts.tolist()
+        first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
+        trajectory = [x] if save_trajectory else None
+        denoiser.last = None
+        for i in tqdm(range(n), desc=self.name, disable=not progress, leave=False):
+            x, state = self.step(denoiser, sde, grid, i, x, state, noise)
+            bad = ~torch.isfinite(x).all()
+            first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+            if trajectory is not None:
+                trajectory.append(x)
+            if callback is not None:
+                last = denoiser.last
+                callback(StepInfo(i, grid[i], grid[i + 1], x, None if last is None else last.x0))
+        k = int(first_bad)
+        if k >= 0:
+            raise FloatingPointError(
+                f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
+                f"in {self.name!r}; the first non-finite value appeared in this step's update"
+            )
+        traj = None if trajectory is None else torch.stack(trajectory)
+        return x, traj, {}
+
+
+@dataclass(frozen=True)
+class GridSchedule:
+    """The schedule evaluated on a grid, float64 on the CPU: what ``init`` builds
+    coefficients from before casting them once with :meth:`cast`."""
+
+    t: Tensor
+    alpha: Tensor
+    sigma: Tensor
+    lambda_: Tensor
+    f: Tensor
+    g2: Tensor
+
+    @classmethod
+    def of(cls, sde: SDE, ts: Tensor) -> GridSchedule:
+        ts = ts.to("cpu", torch.float64)
+        return cls(ts, sde.alpha(ts), sde.sigma(ts), sde.lambda_(ts), sde.f(ts), sde.g2(ts))
+
+    @staticmethod
+    def cast(c: Tensor, like: Tensor) -> Tensor:
+        """Move a float64 coefficient table to ``like``'s device and dtype (once per run)."""
+        return c.to(device=like.device, dtype=like.dtype)

@@ -43,12 +43,16 @@ class GaussianMixture:
     def __init__(self, means, stds=0.5, weights=None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim < 2:
-            raise ValueError(f"means must have shape (K, *event_shape); got shape {tuple(means.shape)}")
+            raise ValueError(
+                f"means must have shape (K, *event_shape); got shape {tuple(means.shape)}"
+            )
         K = means.shape[0]
         stds = torch.as_tensor(stds, dtype=torch.float64)
         stds = stds.expand(K).clone() if stds.ndim == 0 else stds
         if stds.shape != (K,) or not bool((stds > 0).all()):
-            raise ValueError(f"stds must be a positive float or a ({K},) tensor of positives; got {stds}")
+            raise ValueError(
+                f"stds must be a positive float or a ({K},) tensor of positives; got {stds}"
+            )
         weights = torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None else (
             torch.as_tensor(weights, dtype=torch.float64))  # fmt: skip
         if weights.shape != (K,) or not bool((weights > 0).all()):
@@ -170,7 +174,9 @@ class _ExactNet:
         return from_x0_eps(x0, eps, alpha, sigma, self.parameterization).to(x.dtype)
 
 
-def ring_mixture(k: int = 8, radius: float = 2.0, std: float = 0.3, dim: int = 2) -> GaussianMixture:
+def ring_mixture(
+    k: int = 8, radius: float = 2.0, std: float = 0.3, dim: int = 2
+) -> GaussianMixture:
     """``k`` equal components on a circle of ``radius`` in the first two of ``dim`` coordinates."""
     angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
     means = torch.zeros(k, dim, dtype=torch.float64)

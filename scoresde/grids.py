@@ -20,7 +20,9 @@ class TimeGrid:
     """Base class. Subclasses implement :meth:`_make` on the resolved endpoints."""
 
     def __init__(self, *, t_start: float | None = None, t_end: float | None = None):
-        self.t_start = None if t_start is None else check_real("t_start", t_start, low=0.0, low_open=True)
+        self.t_start = (
+            None if t_start is None else check_real("t_start", t_start, low=0.0, low_open=True)
+        )
         self.t_end = None if t_end is None else check_real("t_end", t_end, low=0.0, low_open=True)
         if self.t_start is not None and self.t_end is not None and self.t_end >= self.t_start:
             raise ValueError(f"t_end must be < t_start={self.t_start}; got t_end={self.t_end}")
@@ -119,7 +121,9 @@ class Explicit(TimeGrid):
     def grid(self, sde: SDE, n_steps: int | None = None) -> Tensor:
         n = self.ts.numel() - 1
         if n_steps is not None and n_steps != n:
-            raise ValueError(f"n_steps must be None or {n} for an Explicit grid of {n + 1} times; got {n_steps!r}")
+            raise ValueError(
+                f"n_steps must be None or {n} for an Explicit grid of {n + 1} times; got {n_steps!r}"
+            )
         if self.ts[0] > sde.T or self.ts[-1] < sde.t_min:
             raise ValueError(
                 f"ts must lie in [t_min, T] = [{sde.t_min}, {sde.T}]; got [{self.ts[-1].item()}, "

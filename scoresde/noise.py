@@ -30,14 +30,18 @@ class GaussianNoise(NoiseSource):
 
     def __init__(self, generator: torch.Generator | None = None):
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+            raise TypeError(
+                f"generator must be a torch.Generator or None; got {type(generator).__name__}"
+            )
         self.generator = generator
 
     def __call__(self, t, t_next, like):
         if self.generator is None:
             return torch.randn(like.shape, dtype=like.dtype, device=like.device)
         # draw on the generator's device, so a CPU generator reproduces the same noise on a GPU
-        z = torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=self.generator.device)
+        z = torch.randn(
+            like.shape, generator=self.generator, dtype=like.dtype, device=self.generator.device
+        )
         return z.to(like.device)
 
     def __repr__(self):
@@ -78,12 +82,16 @@ class BrownianNoise(NoiseSource):
     def brownian(self) -> torchsde.BrownianInterval:
         """The bound Brownian path in reversed time ``s = -t``."""
         if self._bm is None:
-            raise RuntimeError("BrownianNoise is not bound to a grid yet; call bind(ts, like) first")
+            raise RuntimeError(
+                "BrownianNoise is not bound to a grid yet; call bind(ts, like) first"
+            )
         return self._bm
 
     def __call__(self, t, t_next, like):
         if self._bm is None:
-            raise RuntimeError("BrownianNoise is not bound to a grid yet; call bind(ts, like) first")
+            raise RuntimeError(
+                "BrownianNoise is not bound to a grid yet; call bind(ts, like) first"
+            )
         s0, s1 = -t, -t_next
         return self._bm(s0, s1) / (s1 - s0) ** 0.5
 

@@ -146,7 +146,12 @@ class VPSDE(SDE):
         self.t_min, self.T = _check_t_range(t_min, T)
 
     def _repr_args(self):
-        return {"beta_min": self.beta_min, "beta_max": self.beta_max, "T": self.T, "t_min": self.t_min}
+        return {
+            "beta_min": self.beta_min,
+            "beta_max": self.beta_max,
+            "T": self.T,
+            "t_min": self.t_min,
+        }
 
     def beta(self, t):
         return self.beta_min + as_time(t) * (self.beta_max - self.beta_min)
@@ -215,7 +220,12 @@ class VESDE(SDE):
     """
 
     def __init__(
-        self, sigma_min: float = 0.01, sigma_max: float = 50.0, *, T: float = 1.0, t_min: float = 1e-5
+        self,
+        sigma_min: float = 0.01,
+        sigma_max: float = 50.0,
+        *,
+        T: float = 1.0,
+        t_min: float = 1e-5,
     ):
         self.sigma_min = check_real("sigma_min", sigma_min, low=0.0, low_open=True)
         self.sigma_max = check_real("sigma_max", sigma_max, low=self.sigma_min, low_open=True)
@@ -223,10 +233,15 @@ class VESDE(SDE):
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def _repr_args(self):
-        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "T": self.T, "t_min": self.t_min}
+        return {
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "T": self.T,
+            "t_min": self.t_min,
+        }
 
     def log_alpha(self, t):
-        return torch.zeros_like(as_time(t))
+        return 0.0 * as_time(t)  # keeps t's graph, so autograd sees d log alpha/dt = 0
 
     def sigma(self, t):
         return self.sigma_min * torch.exp(as_time(t) * self._log_ratio)
@@ -280,14 +295,22 @@ class DiscreteVPSDE(SDE):
     def _on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         # one copy of the tables per device, so that evaluating on a GPU copies nothing per call
         if device not in self._tables:
-            self._tables[device] = (self._t.to(device), self._log_alpha.to(device), self._f.to(device))
+            self._tables[device] = (
+                self._t.to(device),
+                self._log_alpha.to(device),
+                self._f.to(device),
+            )
         return self._tables[device]
 
     @classmethod
-    def linear(cls, n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DiscreteVPSDE:
+    def linear(
+        cls, n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> DiscreteVPSDE:
         """DDPM's linear betas (Ho et al. 2020, Sec. 4)."""
         n = check_int("n", n, low=2)
-        beta_start = check_real("beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True)
+        beta_start = check_real(
+            "beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         beta_end = check_real("beta_end", beta_end, low=beta_start, high=1.0, high_open=True)
         return cls(torch.linspace(beta_start, beta_end, n, dtype=torch.float64), name="linear")
 
@@ -297,7 +320,9 @@ class DiscreteVPSDE(SDE):
     ) -> DiscreteVPSDE:
         """Latent-diffusion's betas, linear in ``sqrt(beta)`` (diffusers' ``scaled_linear``)."""
         n = check_int("n", n, low=2)
-        beta_start = check_real("beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True)
+        beta_start = check_real(
+            "beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         beta_end = check_real("beta_end", beta_end, low=beta_start, high=1.0, high_open=True)
         b = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
         return cls(b, name="scaled_linear")
@@ -308,7 +333,9 @@ class DiscreteVPSDE(SDE):
         2021, eq. 17), betas clipped at ``max_beta``."""
         n = check_int("n", n, low=2)
         s = check_real("s", s, low=0.0)
-        max_beta = check_real("max_beta", max_beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        max_beta = check_real(
+            "max_beta", max_beta, low=0.0, high=1.0, low_open=True, high_open=True
+        )
         u = torch.arange(n + 1, dtype=torch.float64) / n
         abar = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)

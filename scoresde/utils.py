@@ -21,7 +21,9 @@ def expand_to(c: Tensor | float, x: Tensor) -> Tensor:
     if c.ndim == 0:
         return c
     if c.ndim != 1:
-        raise ValueError(f"coefficient must be a scalar or a (batch,) tensor; got shape {tuple(c.shape)}")
+        raise ValueError(
+            f"coefficient must be a scalar or a (batch,) tensor; got shape {tuple(c.shape)}"
+        )
     if x.ndim == 0 or c.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"coefficient of shape {tuple(c.shape)} does not match the batch of x with shape "
@@ -62,7 +64,9 @@ def check_real(name: str, value, *, low=None, high=None, low_open=False, high_op
 def check_int(name: str, value, *, low: int | None = None) -> int:
     """Validate an integer (not a bool) with an optional lower bound."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int{f' >= {low}' if low is not None else ''}; got {value!r}")
+        raise ValueError(
+            f"{name} must be an int{f' >= {low}' if low is not None else ''}; got {value!r}"
+        )
     if low is not None and value < low:
         raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
     return value

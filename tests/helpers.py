@@ -31,7 +31,7 @@ def empirical_order(step_counts: Sequence[int], errors: Sequence[float]) -> floa
 
 
 def format_table(step_counts, errors) -> str:
-    rows = [f"  n={n:5d}  error={e:.3e}" for n, e in zip(step_counts, errors)]
+    rows = [f"  n={n:5d}  error={e:.3e}" for n, e in zip(step_counts, errors, strict=True)]
     return "\n".join(rows)
 
 

@@ -89,7 +89,9 @@ def sample(
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
     if not isinstance(sampler, Sampler):
-        raise TypeError(f"sampler must be a Sampler or a registry name; got {type(sampler).__name__}")
+        raise TypeError(
+            f"sampler must be a Sampler or a registry name; got {type(sampler).__name__}"
+        )
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
     sde = denoiser.sde if sde is None else sde
@@ -129,14 +131,18 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
             raise ValueError("give either shape=(batch, *dims) or x_T; got neither")
         shape = tuple(shape)
         if len(shape) < 1 or not all(isinstance(s, int) and s >= 1 for s in shape):
-            raise ValueError(f"shape must be a tuple of positive ints (batch, *dims); got {shape!r}")
+            raise ValueError(
+                f"shape must be a tuple of positive ints (batch, *dims); got {shape!r}"
+            )
         gen_device = generator.device if generator is not None else device
-        x = sde.prior_sample(shape, generator=generator, dtype=dtype or torch.float32, device=gen_device)
+        x = sde.prior_sample(
+            shape, generator=generator, dtype=dtype or torch.float32, device=gen_device
+        )
         return x.to(device) if device is not None else x
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point():
         raise TypeError(f"x_T must be a floating-point tensor; got {type(x_T).__name__}")
     if x_T.ndim < 1:
-        raise ValueError(f"x_T must have shape (batch, *dims); got a 0-d tensor")
+        raise ValueError("x_T must have shape (batch, *dims); got a 0-d tensor")
     if shape is not None and tuple(shape) != tuple(x_T.shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was given")
     if not bool(torch.isfinite(x_T).all()):

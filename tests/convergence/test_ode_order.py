@@ -70,4 +70,6 @@ def test_deterministic_sampler_converges_at_its_declared_order(key, sde_key, ref
     table = format_table(counts, errors)
     assert all(1e-9 < e < 1.0 for e in errors), f"{key}: errors left the fit window\n{table}"
     p = empirical_order(counts, errors)
-    assert abs(p - order) <= 0.25, f"{key} on {sde_key}: measured order {p:.3f}, declared {order}\n{table}"
+    assert abs(p - order) <= 0.25, (
+        f"{key} on {sde_key}: measured order {p:.3f}, declared {order}\n{table}"
+    )

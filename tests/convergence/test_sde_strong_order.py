@@ -37,7 +37,9 @@ def test_stochastic_sampler_has_its_declared_strong_order(key):
     sde = S.VPSDE()
     den = gmm_2d().denoiser(sde)
     sampler = S.get_sampler(key)
-    x_T = sde.prior_sample((128, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x_T = sde.prior_sample(
+        (128, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     noise = S.BrownianNoise(seed=7)
 
     def solve(n):

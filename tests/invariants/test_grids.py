@@ -1,0 +1,55 @@
+"""Time grids: n_steps + 1 float64 times, strictly decreasing, from t_start to t_end exactly."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import scoresde as S
+
+SDES = [S.VPSDE(), S.SubVPSDE(), S.VESDE(), S.DiscreteVPSDE.linear(), S.DiscreteVPSDE.cosine()]
+GRIDS = [S.UniformTime(), S.UniformLambda(), S.Karras(), S.Karras(rho=3.0), S.Quadratic()]
+
+
+@given(n=st.integers(1, 200), sde=st.sampled_from(SDES), grid=st.sampled_from(GRIDS))
+def test_grid_endpoints_length_monotonicity_dtype(n, sde, grid):
+    ts = grid.grid(sde, n)
+    assert ts.dtype == torch.float64 and ts.shape == (n + 1,)
+    assert ts[0].item() == sde.T and ts[-1].item() == sde.t_min
+    assert (ts[1:] < ts[:-1]).all()
+
+
+@given(t_end=st.floats(0.01, 0.4), t_start=st.floats(0.5, 1.0), grid=st.sampled_from(GRIDS))
+def test_grid_honours_given_endpoints(t_end, t_start, grid):
+    g = type(grid)(t_start=t_start, t_end=t_end)
+    ts = g.grid(S.VPSDE(), 10)
+    assert ts[0].item() == t_start and ts[-1].item() == t_end
+
+
+def test_uniform_lambda_is_uniform_in_lambda():
+    sde = S.VPSDE()
+    lam = sde.lambda_(S.UniformLambda().grid(sde, 20))
+    torch.testing.assert_close(lam.diff(), lam.diff().mean().expand(20), rtol=1e-9, atol=0)
+
+
+def test_karras_grid_is_edm_eq5_in_sigma_over_alpha():
+    sde = S.VESDE(0.002, 80.0)
+    ts = S.Karras(rho=7.0).grid(sde, 18)
+    s = sde.sigma(ts)
+    i = torch.arange(19, dtype=torch.float64)
+    s_max, s_min = sde.sigma(sde.T).item(), sde.sigma(sde.t_min).item()
+    expected = (s_max ** (1 / 7) + i / 18 * (s_min ** (1 / 7) - s_max ** (1 / 7))) ** 7
+    torch.testing.assert_close(s, expected, rtol=1e-12, atol=0)
+
+
+def test_explicit_grid_round_trips_through_a_file(tmp_path):
+    g = S.Explicit([1.0, 0.5, 0.1, 0.001])
+    g.save(tmp_path / "grid.pt")
+    torch.testing.assert_close(
+        S.Explicit.load(tmp_path / "grid.pt").grid(S.VPSDE()), g.grid(S.VPSDE())
+    )
+
+
+def test_explicit_grid_rejects_a_wrong_n_steps():
+    with pytest.raises(ValueError, match="n_steps must be None or 3"):
+        S.Explicit([1.0, 0.5, 0.1, 0.001]).grid(S.VPSDE(), 5)

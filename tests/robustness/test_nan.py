@@ -1,0 +1,31 @@
+"""A model that returns NaN at a known step is reported with that step and its time."""
+
+import pytest
+import torch
+
+import scoresde as S
+
+
+class NaNAfter:
+    """Returns zeros, then NaN from call ``k`` on (0-based)."""
+
+    def __init__(self, k):
+        self.k, self.calls = k, 0
+
+    def __call__(self, x, t):
+        out = torch.zeros_like(x)
+        if self.calls >= self.k:
+            out = out + float("nan")
+        self.calls += 1
+        return out
+
+
+@pytest.mark.parametrize("key", ["pf_euler", "euler_maruyama"])
+def test_non_finite_state_names_the_step_and_time(key):
+    sde = S.VPSDE()
+    d = S.Denoiser(NaNAfter(3), sde, "eps")
+    ts = S.UniformTime().grid(sde, 10)
+    with pytest.raises(FloatingPointError) as err:
+        S.sample(key, d, shape=(4, 2), n_steps=10, progress=False, generator=torch.Generator())
+    msg = str(err.value)
+    assert "step 3" in msg and f"t={ts[3].item():.6g}" in msg and repr(key) in msg

@@ -7,6 +7,7 @@ joined by :func:`sample`.
 """
 
 from .denoiser import (
+    ClassifierFreeGuidance,
     ContinuousTime,
     Denoiser,
     LogSigmaInput,
@@ -32,6 +33,7 @@ __all__ = [
     "DiscreteVPSDE",
     "Parameterization",
     "Denoiser",
+    "ClassifierFreeGuidance",
     "Prediction",
     "TimeInput",
     "ContinuousTime",

@@ -21,6 +21,7 @@ from .utils import as_time, check_real, expand_to
 
 __all__ = [
     "Denoiser",
+    "ClassifierFreeGuidance",
     "Prediction",
     "TimeInput",
     "ContinuousTime",
@@ -116,6 +117,43 @@ class Prediction(NamedTuple):
     eps: Tensor
 
 
+def _concat_kwargs(a: dict, b: dict) -> dict:
+    if a.keys() != b.keys():
+        raise ValueError(
+            f"cond and uncond must have the same keys; got {sorted(a)} and {sorted(b)}"
+        )
+    return {k: torch.cat([a[k], b[k]]) if isinstance(a[k], Tensor) else a[k] for k in a}
+
+
+class ClassifierFreeGuidance:
+    r"""Classifier-free guidance (Ho & Salimans 2022, eq. 6):
+    ``out = out_uncond + scale (out_cond - out_uncond)``.
+
+    The conditional and unconditional inputs go through the network as one batch of twice the
+    size (one network call, counted as one NFE, as in diffusers' pipelines). Combining the
+    network's native output is the same as combining ``eps`` or ``x0``: the conversions are affine
+    in the output with coefficients that depend on ``(x, t)`` only.
+
+    Args:
+        scale: guidance scale ``w`` (1 = conditional model, 0 = unconditional).
+        cond: keyword arguments of the conditional call (e.g. ``{"class_labels": y}``).
+        uncond: keyword arguments of the unconditional call, same keys (e.g. the null class).
+    """
+
+    def __init__(self, scale: float, cond: dict, uncond: dict):
+        self.scale = check_real("scale", scale)
+        self.cond, self.uncond = dict(cond), dict(uncond)
+        self._both = _concat_kwargs(self.cond, self.uncond)
+
+    def __call__(self, net, x: Tensor, t_in: Tensor) -> Tensor:
+        out = net(torch.cat([x, x]), torch.cat([t_in, t_in]), **self._both)
+        out_cond, out_uncond = out.chunk(2)
+        return out_uncond + self.scale * (out_cond - out_uncond)
+
+    def __repr__(self) -> str:
+        return f"ClassifierFreeGuidance(scale={self.scale!r}, keys={sorted(self.cond)})"
+
+
 class Denoiser:
     """A network wrapped with its SDE, parameterization and time conditioning.
 
@@ -126,6 +164,10 @@ class Denoiser:
         parameterization: what ``net`` outputs (:class:`Parameterization` or its name).
         time_input: how continuous ``t`` maps to ``t_in``; a :class:`TimeInput` or one of
             ``"t"``, ``"index"``, ``"sigma"``, ``"log_sigma"``.
+        model_kwargs: extra keyword arguments for every network call (class labels, text
+            embeddings, ...).
+        guidance: a :class:`ClassifierFreeGuidance` (or any callable ``(net, x, t_in) -> out``)
+            that replaces the plain call; every sampler then samples the guided model.
     """
 
     def __init__(
@@ -135,6 +177,8 @@ class Denoiser:
         parameterization: Parameterization | str = Parameterization.EPS,
         *,
         time_input: TimeInput | str = "t",
+        model_kwargs: dict | None = None,
+        guidance: Callable[..., Tensor] | None = None,
     ):
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, t); got {type(net).__name__}")
@@ -144,14 +188,26 @@ class Denoiser:
         self.sde = sde
         self.parameterization = Parameterization.parse(parameterization)
         self.time_input = TimeInput.parse(time_input)
+        self.model_kwargs = {} if model_kwargs is None else dict(model_kwargs)
+        if guidance is not None and not callable(guidance):
+            raise TypeError(
+                f"guidance must be callable as guidance(net, x, t_in); got {guidance!r}"
+            )
+        if guidance is not None and self.model_kwargs:
+            raise ValueError(
+                "give conditioning either as model_kwargs or inside guidance (cond/uncond), not both; "
+                f"got model_kwargs keys {sorted(self.model_kwargs)}"
+            )
+        self.guidance = guidance
         self.nfe = 0
         self.last: Prediction | None = None
 
     def __repr__(self) -> str:
         net = type(self.net).__name__
+        extra = "" if self.guidance is None else f", guidance={self.guidance!r}"
         return (
             f"Denoiser(net={net}, sde={self.sde!r}, parameterization={self.parameterization.value!r}, "
-            f"time_input={self.time_input!r})"
+            f"time_input={self.time_input!r}{extra})"
         )
 
     def reset_nfe(self) -> None:
@@ -170,7 +226,11 @@ class Denoiser:
     def raw(self, x: Tensor, t: Tensor | float) -> Tensor:
         """One network call at ``(x, t)``, in the network's own parameterization."""
         t = self._batch_time(x, t)
-        out = self.net(x, self.time_input(self.sde, t).to(x.dtype))
+        t_in = self.time_input(self.sde, t).to(x.dtype)
+        if self.guidance is None:
+            out = self.net(x, t_in, **self.model_kwargs)
+        else:
+            out = self.guidance(self.net, x, t_in)
         self.nfe += 1
         if out.shape != x.shape:
             raise ValueError(

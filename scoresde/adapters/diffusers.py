@@ -1,0 +1,119 @@
+"""A diffusers UNet and its scheduler config as a ``(DiscreteVPSDE, Denoiser)`` pair.
+
+The scheduler config gives the training schedule (``num_train_timesteps``, ``beta_start``,
+``beta_end``, ``beta_schedule`` or ``trained_betas``) and what the UNet predicts
+(``prediction_type``). The UNet is called as ``unet(x, timestep, **model_kwargs)`` with the
+(fractional) train index ``t N - 1`` of this schedule's own ``N`` as ``timestep``, which covers
+``UNet2DModel`` (``class_labels=``) and ``UNet2DConditionModel`` (``encoder_hidden_states=``, ...).
+diffusers itself is never imported here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Denoiser, TrainIndex
+from ..parameterization import Parameterization
+from ..sde import DiscreteVPSDE
+
+__all__ = ["from_diffusers", "discrete_sde_from_config", "DiffusersUNet"]
+
+_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def _config(scheduler_or_config) -> dict:
+    config = getattr(scheduler_or_config, "config", scheduler_or_config)
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            "scheduler_or_config must be a diffusers scheduler or its config mapping; "
+            f"got {type(scheduler_or_config).__name__}"
+        )
+    return dict(config)
+
+
+def discrete_sde_from_config(scheduler_or_config) -> DiscreteVPSDE:
+    """The training schedule of a diffusers scheduler config as a :class:`DiscreteVPSDE`."""
+    config = _config(scheduler_or_config)
+    if config.get("rescale_betas_zero_snr", False):
+        raise ValueError(
+            "rescale_betas_zero_snr=True gives alpha(T) = 0 (infinite -lambda at T), which no "
+            "continuous-time sampler here can start from; got rescale_betas_zero_snr=True"
+        )
+    n = int(config.get("num_train_timesteps", 1000))
+    trained = config.get("trained_betas")
+    if trained is not None:
+        return DiscreteVPSDE(torch.as_tensor(trained, dtype=torch.float64), name="trained")
+    schedule = config.get("beta_schedule")
+    if schedule is None:
+        raise ValueError(
+            "the scheduler config has neither trained_betas nor beta_schedule; expected one of "
+            f"{list(_SCHEDULES)} or explicit betas"
+        )
+    if schedule == "linear":
+        return DiscreteVPSDE.linear(n, config.get("beta_start", 1e-4), config.get("beta_end", 0.02))
+    if schedule == "scaled_linear":
+        return DiscreteVPSDE.scaled_linear(
+            n, config.get("beta_start", 0.00085), config.get("beta_end", 0.012)
+        )
+    if schedule == "squaredcos_cap_v2":
+        return DiscreteVPSDE.cosine(n)
+    raise ValueError(f"beta_schedule must be one of {list(_SCHEDULES)}; got {schedule!r}")
+
+
+class DiffusersUNet:
+    """``unet(x, timestep, **kwargs)`` as a ``net(x, t_in, **kwargs)``: unpacks diffusers' output
+    objects and, for learned-variance models, keeps the mean channels."""
+
+    def __init__(self, unet, *, learned_variance: bool = False):
+        if not callable(unet):
+            raise TypeError(
+                f"unet must be callable as unet(x, timestep, ...); got {type(unet).__name__}"
+            )
+        self.unet = unet
+        self.learned_variance = learned_variance
+
+    def __call__(self, x: Tensor, t_in: Tensor, **kwargs) -> Tensor:
+        out = self.unet(x, t_in, **kwargs)
+        out = getattr(out, "sample", out)
+        if isinstance(out, tuple):
+            out = out[0]
+        if self.learned_variance:
+            out = out[:, : x.shape[1]]
+        return out
+
+    def __repr__(self) -> str:
+        return f"DiffusersUNet({type(self.unet).__name__})"
+
+
+def from_diffusers(
+    unet, scheduler_or_config, *, model_kwargs: dict | None = None, guidance=None
+) -> tuple[DiscreteVPSDE, Denoiser]:
+    """Wrap a diffusers UNet and its scheduler (or scheduler config) for any scoresde sampler.
+
+    Args:
+        unet: e.g. ``UNet2DModel`` or ``UNet2DConditionModel`` (any callable with that signature).
+        scheduler_or_config: a diffusers scheduler, or its ``config`` mapping.
+        model_kwargs: passed to every UNet call (``class_labels``, ``encoder_hidden_states``, ...).
+        guidance: e.g. :class:`scoresde.ClassifierFreeGuidance` with cond/uncond kwargs.
+
+    The sampler's final clipping/thresholding options of diffusers schedulers (``clip_sample``,
+    ``thresholding``) are not applied: scoresde samplers integrate the model as it is.
+    """
+    config = _config(scheduler_or_config)
+    sde = discrete_sde_from_config(config)
+    parameterization = Parameterization.parse(config.get("prediction_type", "epsilon"))
+    if config.get("clip_sample", False) or config.get("thresholding", False):
+        warnings.warn(
+            "the scheduler config asks for clip_sample/thresholding of x0; scoresde samplers do "
+            "not clip, so results differ from diffusers' clipped loop",
+            stacklevel=2,
+        )
+    learned = config.get("variance_type") in ("learned", "learned_range")
+    net = DiffusersUNet(unet, learned_variance=learned)
+    den = Denoiser(net, sde, parameterization, time_input=TrainIndex(),
+                   model_kwargs=model_kwargs, guidance=guidance)  # fmt: skip
+    return sde, den

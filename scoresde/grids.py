@@ -302,12 +302,12 @@ class Optimized(TimeGrid):
 
     def grid(self, sde: SDE, n_steps: int) -> Tensor:
         n_steps = check_int("n_steps", n_steps, low=1)
-        if (sde, n_steps) not in self._fitted:
-            self._fitted[(sde, n_steps)] = self.fit(sde, n_steps)
-        return self._fitted[(sde, n_steps)].grid(sde)
+        fitted = self._fitted.get((sde, n_steps)) or self.fit(sde, n_steps)
+        return fitted.grid(sde)
 
     def fit(self, sde: SDE, n_steps: int) -> Explicit:
-        """Fit the grid of ``n_steps`` steps under ``sde``; diagnostics land in ``last_fit``."""
+        """Fit (or refit) the grid of ``n_steps`` steps under ``sde``; diagnostics land in
+        ``last_fit``, and :meth:`grid` returns this fit from now on."""
         from scipy.optimize import minimize
 
         from .samplers import UniPC, get_sampler, sample
@@ -358,4 +358,5 @@ class Optimized(TimeGrid):
                 theta, loss1 = theta0, loss0
         self.last_fit = {"n_steps": n_steps, "loss_uniform_lambda": loss0, "loss": loss1,
                          "n_evals": evals}  # fmt: skip
-        return Explicit(times(theta))
+        self._fitted[(sde, n_steps)] = Explicit(times(theta))
+        return self._fitted[(sde, n_steps)]

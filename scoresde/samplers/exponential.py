@@ -105,12 +105,16 @@ def deis_coefficients(sde, ts: torch.Tensor, orders: list[int], variable: str) -
         def v_of(lam_):
             return lam_
 
-    n = len(ts) - 1
-    C = np.zeros((n, max(orders)))
+    rules = [_quadrature(lam[i], lam[i + 1], knots) for i in range(len(orders))]
+    # one evaluation of v for all quadrature nodes of the grid
+    v_all = np.split(
+        v_of(np.concatenate([x for x, _ in rules])), np.cumsum([len(x) for x, _ in rules])[:-1]
+    )
+    C = np.zeros((len(orders), max(orders)))
     for i, q in enumerate(orders):
-        x, w = _quadrature(lam[i], lam[i + 1], knots)
+        x, w = rules[i]
         nodes = v_grid[[i - j for j in range(q)]]
-        C[i, :q] = _lagrange_basis(v_of(x), nodes) @ (-np.exp(-x) * w)
+        C[i, :q] = _lagrange_basis(v_all[i], nodes) @ (-np.exp(-x) * w)
     return torch.from_numpy(C)
 
 

@@ -30,6 +30,7 @@ from abc import abstractmethod
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .base import GridSchedule, Sampler
 
@@ -135,7 +136,7 @@ class UniPC(Sampler):
             orders = [min(q, n - i) for i, q in enumerate(orders)]
         return orders
 
-    def _weights(self, s: GridSchedule, i: int, q: int, corrector: bool) -> tuple[float, list]:
+    def _weights(self, s: GridSchedule, i: int, q: int, corrector: bool) -> tuple[Tensor, list]:
         """The update from ``t_i`` to ``t_{i+1}`` as ``A x_i + sum_j w_j m_{i-j}`` (predictor,
         ``j = 0..q-1``) or ``A x_i + w_{-1} m_{i+1} + sum_j w_j m_{i-j}`` (corrector; the
         weight of the new evaluation comes first)."""

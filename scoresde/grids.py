@@ -251,7 +251,7 @@ class Optimized(TimeGrid):
     grid and save it with :meth:`Explicit.save`.
 
     Args:
-        sampler: the sampler (instance or registry key) the grid is for.
+        sampler: the deterministic sampler (instance or registry key) the grid is for.
         denoiser: the model the grid is for.
         shape: ``(n_draws, *dims)`` of the prior draws the objective averages over.
         seed: seed of those draws.
@@ -277,7 +277,26 @@ class Optimized(TimeGrid):
         t_start: float | None = None,
         t_end: float | None = None,
     ):
+        from .denoiser import Denoiser
+        from .samplers import Sampler, get_sampler
+
         super().__init__(t_start=t_start, t_end=t_end)
+        sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
+        if not isinstance(sampler, Sampler) or sampler.stochastic:
+            raise ValueError(
+                f"sampler must be a deterministic Sampler or its registry key (the objective "
+                f"compares final states); got {sampler!r}"
+            )
+        if reference_sampler is not None:
+            if isinstance(reference_sampler, str):
+                reference_sampler = get_sampler(reference_sampler)
+            if not isinstance(reference_sampler, Sampler) or reference_sampler.stochastic:
+                raise ValueError(
+                    f"reference_sampler must be None or a deterministic Sampler or its registry "
+                    f"key; got {reference_sampler!r}"
+                )
+        if not isinstance(denoiser, Denoiser):
+            raise ValueError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
         shape = tuple(shape)
         if len(shape) < 1 or not all(isinstance(s, int) and s >= 1 for s in shape):
             raise ValueError(
@@ -297,8 +316,7 @@ class Optimized(TimeGrid):
         self.last_fit: dict | None = None
 
     def __repr__(self) -> str:
-        name = self.sampler if isinstance(self.sampler, str) else self.sampler.name
-        return f"Optimized(sampler={name!r}, shape={self.shape}, seed={self.seed})"
+        return f"Optimized(sampler={self.sampler!r}, shape={self.shape}, seed={self.seed})"
 
     def grid(self, sde: SDE, n_steps: int) -> Tensor:
         n_steps = check_int("n_steps", n_steps, low=1)
@@ -310,16 +328,14 @@ class Optimized(TimeGrid):
         ``last_fit``, and :meth:`grid` returns this fit from now on."""
         from scipy.optimize import minimize
 
-        from .samplers import UniPC, get_sampler, sample
+        from .samplers import UniPC, sample
 
         n_steps = check_int("n_steps", n_steps, low=1)
         t_start, t_end = self.endpoints(sde)
-        sampler = get_sampler(self.sampler) if isinstance(self.sampler, str) else self.sampler
+        sampler = self.sampler
         ref_sampler = self.reference_sampler
         if ref_sampler is None:
             ref_sampler = UniPC(solver_order=3, lower_order_final=False)
-        elif isinstance(ref_sampler, str):
-            ref_sampler = get_sampler(ref_sampler)
         gen = torch.Generator().manual_seed(self.seed)
         x_T = sde.prior_sample(self.shape, generator=gen, dtype=torch.float64)
         base = UniformLambda(t_start=t_start, t_end=t_end)

@@ -59,3 +59,9 @@ def test_bad_optimized_grid_options_name_the_argument():
         S.Optimized("unipc", den, shape=(4, 2), max_evals=0)
     with pytest.raises(ValueError, match="reference_steps"):
         S.Optimized("unipc", den, shape=(4, 2), reference_steps=1)
+    with pytest.raises(ValueError, match="deterministic"):
+        S.Optimized("euler_maruyama", den, shape=(4, 2))
+    with pytest.raises(ValueError, match="denoiser"):
+        S.Optimized("unipc", lambda x, t: x, shape=(4, 2))
+    with pytest.raises(ValueError, match="valid names"):
+        S.Optimized("unipc_9000", den, shape=(4, 2))

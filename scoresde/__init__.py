@@ -17,7 +17,16 @@ from .denoiser import (
     TrainIndex,
 )
 from .exact import Gaussian, GaussianMixture, reference_solution, ring_mixture
-from .grids import Explicit, Karras, Quadratic, TimeGrid, UniformLambda, UniformTime
+from .grids import (
+    DiscreteSpacing,
+    Explicit,
+    Karras,
+    Optimized,
+    Quadratic,
+    TimeGrid,
+    UniformLambda,
+    UniformTime,
+)
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
 from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, sample
@@ -46,6 +55,8 @@ __all__ = [
     "Karras",
     "Quadratic",
     "Explicit",
+    "DiscreteSpacing",
+    "Optimized",
     "NoiseSource",
     "GaussianNoise",
     "BrownianNoise",

@@ -7,13 +7,25 @@ samplers; a sampler never chooses its own grid.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from .sde import SDE
 from .utils import check_int, check_real
 
-__all__ = ["TimeGrid", "UniformTime", "UniformLambda", "Karras", "Quadratic", "Explicit"]
+__all__ = [
+    "TimeGrid",
+    "UniformTime",
+    "UniformLambda",
+    "Karras",
+    "Quadratic",
+    "Explicit",
+    "DiscreteSpacing",
+    "Optimized",
+]
 
 
 class TimeGrid:
@@ -141,3 +153,230 @@ class Explicit(TimeGrid):
 
     def __repr__(self) -> str:
         return f"Explicit(n_steps={self.ts.numel() - 1}, t_start={self.ts[0].item():.6g}, t_end={self.ts[-1].item():.6g})"
+
+
+# -------------------------------------------------------------------------------------------
+# diffusers' train-step spacings of a discrete DDPM schedule
+
+
+class DiscreteSpacing(TimeGrid):
+    """The DDPM train steps diffusers' schedulers visit (``timestep_spacing``), as times of a
+    :class:`~scoresde.sde.DiscreteVPSDE` (train step ``n`` at ``t = (n + 1) / N``).
+
+    For ``num_inference_steps = m`` diffusers' DPM-Solver family (``DPMSolverMultistepScheduler``,
+    ``DEISMultistepScheduler``, ``UniPCMultistepScheduler``) evaluates the model at the train
+    steps
+
+    - ``"linspace"``: ``round(linspace(0, N - 1, m + 1))[::-1][:-1]`` (from ``N - 1``),
+    - ``"leading"``: ``(arange(m + 1) * (N // (m + 1)))[::-1][:-1] + steps_offset``,
+    - ``"trailing"``: ``round(arange(N, 0, -N / m)) - 1`` (from ``N - 1``),
+
+    and then steps to its final noise level: ``final_sigmas_type="sigma_min"`` is train step 0
+    (``t_min``), ``"zero"`` is ``sigma = 0``, a jump to the model's ``x0`` (Lin et al. 2024,
+    "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2, for the spacings).
+    ``grid(sde, n_steps)`` returns ``n_steps + 1`` times:
+
+    - ``final="t_min"``: the ``m = n_steps`` model times, then ``t_min``;
+    - ``final="zero"``: the ``m = n_steps + 1`` model times; the jump to ``sigma = 0`` is the
+      driver's ``denoise_final=True`` (one more NFE, ``m`` in all, as in diffusers).
+
+    ``DDIMScheduler`` and ``PNDMScheduler`` space ``m`` points including train step 0 (for
+    ``"leading"`` and ``"linspace"``): that is ``final="t_min"`` with ``n_steps = m - 1``; see
+    ``docs/samplers-multistep.md`` for every scheduler.
+
+    Args:
+        kind: ``"linspace"``, ``"leading"`` or ``"trailing"``.
+        steps_offset: added to the model train steps of ``"leading"`` (Stable Diffusion uses 1).
+        final: ``"t_min"`` or ``"zero"``, as above.
+    """
+
+    KINDS = ("linspace", "leading", "trailing")
+
+    def __init__(self, kind: str = "linspace", *, steps_offset: int = 0, final: str = "t_min"):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {list(self.KINDS)}; got {kind!r}")
+        if final not in ("t_min", "zero"):
+            raise ValueError(f"final must be 't_min' or 'zero'; got {final!r}")
+        super().__init__()
+        self.kind = kind
+        self.steps_offset = check_int("steps_offset", steps_offset, low=0)
+        self.final = final
+
+    def train_steps(self, N: int, m: int) -> np.ndarray:
+        """diffusers' model train steps for ``num_inference_steps = m`` (decreasing)."""
+        if self.kind == "linspace":
+            return np.linspace(0, N - 1, m + 1).round()[::-1][:-1].astype(np.int64)
+        if self.kind == "leading":
+            steps = (np.arange(0, m + 1) * (N // (m + 1))).round()[::-1][:-1].astype(np.int64)
+            return steps + self.steps_offset
+        return np.arange(N, 0, -N / m).round().astype(np.int64) - 1
+
+    def grid(self, sde: SDE, n_steps: int) -> Tensor:
+        n_steps = check_int("n_steps", n_steps, low=1)
+        if not (hasattr(sde, "index_to_t") and hasattr(sde, "N")):
+            raise ValueError(
+                f"DiscreteSpacing needs a discrete schedule with N and index_to_t "
+                f"(DiscreteVPSDE); got {sde!r}"
+            )
+        if self.final == "zero":
+            steps = self.train_steps(sde.N, n_steps + 1)
+        else:
+            steps = np.concatenate([self.train_steps(sde.N, n_steps), [0]])
+        if len(steps) != n_steps + 1 or not (np.diff(steps) < 0).all() or steps[0] > sde.N - 1:
+            got = np.array2string(steps, threshold=12)
+            raise ValueError(
+                f"{self!r} has no strictly decreasing grid of {n_steps + 1} train steps within "
+                f"[0, {sde.N - 1}] for n_steps={n_steps}; got {got}"
+            )
+        return sde.index_to_t(torch.from_numpy(steps).to(torch.float64))
+
+
+# -------------------------------------------------------------------------------------------
+# Grids fitted to a model and a sampler
+
+
+class Optimized(TimeGrid):
+    r"""A grid fitted for one model, sampler and step count, from a handful of reference
+    trajectories (in the spirit of Sabour et al. 2024, "Align Your Steps", and Xue et al. 2024,
+    "Accelerating Diffusion Sampling with Optimized Time Steps").
+
+    The interior times are parameterised in ``lambda_``:
+    ``lambda_k = lambda_0 + (lambda_n - lambda_0) sum_{j<=k} softmax(theta)_j``, strictly
+    monotone for every ``theta`` (``theta = 0`` is :class:`UniformLambda`), with the endpoints
+    of the base grid fixed. ``theta`` minimises the mean over ``shape[0]`` fixed prior draws of
+    ``|x_sampler(grid) - x_ref|``, where ``x_ref`` comes from ``reference_sampler`` on a fine
+    logSNR-uniform grid. The minimiser is scipy's Nelder–Mead started at ``theta = 0``:
+    derivative-free, so it works for samplers whose coefficients are not differentiable in the
+    grid (e.g. DEIS's quadrature), and it never returns a grid worse on the fitting draws than
+    the uniform-logSNR start.
+
+    Use it as any grid (``sample(..., grid=Optimized(...), n_steps=10)`` fits on first use and
+    caches the result per SDE and step count), or call :meth:`fit` for the :class:`Explicit`
+    grid and save it with :meth:`Explicit.save`.
+
+    Args:
+        sampler: the deterministic sampler (instance or registry key) the grid is for.
+        denoiser: the model the grid is for.
+        shape: ``(n_draws, *dims)`` of the prior draws the objective averages over.
+        seed: seed of those draws.
+        reference_sampler: sampler of the reference solution (default UniPC with solver order 3
+            and no lower-order final steps: order 4).
+        reference_steps: steps of the reference solution on a logSNR-uniform grid.
+        denoise_final: fit the grid for sampling with ``denoise_final=True``.
+        max_evals: budget of objective evaluations (each is one sampling run of ``n_steps``).
+        t_start, t_end: endpoints (default ``T`` and ``t_min``).
+    """
+
+    def __init__(
+        self,
+        sampler,
+        denoiser,
+        *,
+        shape: tuple[int, ...],
+        seed: int = 0,
+        reference_sampler=None,
+        reference_steps: int = 512,
+        denoise_final: bool = False,
+        max_evals: int = 2000,
+        t_start: float | None = None,
+        t_end: float | None = None,
+    ):
+        from .denoiser import Denoiser
+        from .samplers import Sampler, get_sampler
+
+        super().__init__(t_start=t_start, t_end=t_end)
+        sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
+        if not isinstance(sampler, Sampler) or sampler.stochastic:
+            raise ValueError(
+                f"sampler must be a deterministic Sampler or its registry key (the objective "
+                f"compares final states); got {sampler!r}"
+            )
+        if reference_sampler is not None:
+            if isinstance(reference_sampler, str):
+                reference_sampler = get_sampler(reference_sampler)
+            if not isinstance(reference_sampler, Sampler) or reference_sampler.stochastic:
+                raise ValueError(
+                    f"reference_sampler must be None or a deterministic Sampler or its registry "
+                    f"key; got {reference_sampler!r}"
+                )
+        if not isinstance(denoiser, Denoiser):
+            raise ValueError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
+        shape = tuple(shape)
+        if len(shape) < 1 or not all(isinstance(s, int) and s >= 1 for s in shape):
+            raise ValueError(
+                f"shape must be a tuple of positive ints (n_draws, *dims); got {shape!r}"
+            )
+        if not isinstance(denoise_final, bool):
+            raise ValueError(f"denoise_final must be a bool; got {denoise_final!r}")
+        self.sampler = sampler
+        self.denoiser = denoiser
+        self.shape = shape
+        self.seed = check_int("seed", seed, low=0)
+        self.reference_sampler = reference_sampler
+        self.reference_steps = check_int("reference_steps", reference_steps, low=2)
+        self.denoise_final = denoise_final
+        self.max_evals = check_int("max_evals", max_evals, low=1)
+        self._fitted: dict = {}
+        self.last_fit: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"Optimized(sampler={self.sampler!r}, shape={self.shape}, seed={self.seed})"
+
+    def grid(self, sde: SDE, n_steps: int) -> Tensor:
+        n_steps = check_int("n_steps", n_steps, low=1)
+        fitted = self._fitted.get((sde, n_steps)) or self.fit(sde, n_steps)
+        return fitted.grid(sde)
+
+    def fit(self, sde: SDE, n_steps: int) -> Explicit:
+        """Fit (or refit) the grid of ``n_steps`` steps under ``sde``; diagnostics land in
+        ``last_fit``, and :meth:`grid` returns this fit from now on."""
+        from scipy.optimize import minimize
+
+        from .samplers import UniPC, sample
+
+        n_steps = check_int("n_steps", n_steps, low=1)
+        t_start, t_end = self.endpoints(sde)
+        sampler = self.sampler
+        ref_sampler = self.reference_sampler
+        if ref_sampler is None:
+            ref_sampler = UniPC(solver_order=3, lower_order_final=False)
+        gen = torch.Generator().manual_seed(self.seed)
+        x_T = sde.prior_sample(self.shape, generator=gen, dtype=torch.float64)
+        base = UniformLambda(t_start=t_start, t_end=t_end)
+        x_ref = sample(ref_sampler, self.denoiser, sde, x_T=x_T, grid=base,
+                       n_steps=self.reference_steps, denoise_final=self.denoise_final,
+                       progress=False).x  # fmt: skip
+        lam0, lam1 = float(sde.lambda_(t_start)), float(sde.lambda_(t_end))
+
+        def times(theta: np.ndarray) -> Tensor:
+            logits = torch.from_numpy(np.append(theta, 0.0))
+            frac = torch.cumsum(torch.softmax(logits, 0), 0)
+            lam = torch.cat([torch.zeros(1, dtype=torch.float64), frac]) * (lam1 - lam0) + lam0
+            ts = sde.inverse_lambda(lam)
+            ts[0], ts[-1] = t_start, t_end
+            return ts
+
+        def loss(theta: np.ndarray) -> float:
+            try:
+                res = sample(sampler, self.denoiser, sde, x_T=x_T, grid=Explicit(times(theta)),
+                             denoise_final=self.denoise_final, progress=False)  # fmt: skip
+            except (ValueError, FloatingPointError):
+                return math.inf  # a grid too fine for the schedule, or a diverging sampler
+            return float((res.x - x_ref).flatten(1).norm(dim=1).mean())
+
+        theta0 = np.zeros(n_steps - 1)
+        loss0 = loss(theta0)
+        if n_steps == 1:
+            theta, loss1, evals = theta0, loss0, 1
+        else:
+            simplex = np.vstack([theta0, np.eye(n_steps - 1) * 0.5])
+            opt = minimize(loss, theta0, method="Nelder-Mead", options={
+                "initial_simplex": simplex, "maxfev": self.max_evals, "xatol": 1e-4, "fatol": 0.0,
+            })  # fmt: skip
+            theta, loss1, evals = opt.x, float(opt.fun), int(opt.nfev) + 1
+            if not loss1 <= loss0:
+                theta, loss1 = theta0, loss0
+        self.last_fit = {"n_steps": n_steps, "loss_uniform_lambda": loss0, "loss": loss1,
+                         "n_evals": evals}  # fmt: skip
+        self._fitted[(sde, n_steps)] = Explicit(times(theta))
+        return self._fitted[(sde, n_steps)]

@@ -19,8 +19,10 @@ from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
 from .base import GridSchedule, Sampler, SampleResult, StepInfo
+from .exponential import DEIS1, DEIS2, DEIS3
 from .ode import PFEuler
 from .reverse_sde import EulerMaruyama
+from .unipc import PLMS, PNDM, UniPC
 
 __all__ = [
     "SAMPLERS",
@@ -32,6 +34,12 @@ __all__ = [
     "GridSchedule",
     "PFEuler",
     "EulerMaruyama",
+    "DEIS1",
+    "DEIS2",
+    "DEIS3",
+    "UniPC",
+    "PNDM",
+    "PLMS",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -39,6 +47,12 @@ SAMPLERS: dict[str, type[Sampler]] = {
     for cls in (
         PFEuler,
         EulerMaruyama,
+        DEIS1,
+        DEIS2,
+        DEIS3,
+        UniPC,
+        PNDM,
+        PLMS,
     )
 }
 

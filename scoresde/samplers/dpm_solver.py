@@ -1,8 +1,8 @@
 r"""DPM-Solver and DPM-Solver++: exponential integrators of the PF-ODE in half log-SNR.
 
 In ``lambda_ = log(alpha / sigma)`` the probability-flow ODE has the exact variation-of-constants
-solution from ``s`` to ``t`` (``h = lambda_t - lambda_s > 0``; Lu et al. 2022a, eq. 3.4;
-Lu et al. 2022b, eq. 9)
+solution from ``s`` to ``t`` (``h = lambda_t - lambda_s > 0``; the exact-solution formulas of
+Lu et al. 2022a and 2022b)
 
 .. math::
     x_t = \frac{\alpha_t}{\alpha_s} x_s - \sigma_t \int_0^h e^{h-u}\,\hat\epsilon(\lambda_s + u)\,du
@@ -96,10 +96,10 @@ def multistep_coefficients(
 
     Order 2 is the reference's "dpmsolver" second-order update ``B p1 (m_0 + D1_0 / 2)`` with
     ``D1_0 = (m_0 - m_1) / r0``. Order 3 is ``B (p1 m_0 + p2 D1 + d2_weight p3 D2)`` with
-    ``D1 = D1_0 + r0/(r0+r1) (D1_0 - D1_1)`` and ``D2 = (D1_0 - D1_1)/(r0+r1)`` (Lu et al. 2022b,
-    Sec. 4.2; their reference implementation's ``multistep_dpm_solver_{second,third}_update``),
-    ``r0 = h_{i-1}/h_i``, ``r1 = h_{i-2}/h_i``. These divided differences estimate
-    ``D1 = h m' + O(h^3)`` and ``D2 = h^2 m'' / 2 + O(h^3)``, while the Taylor term of the
+    ``D1 = D1_0 + r0/(r0+r1) (D1_0 - D1_1)`` and ``D2 = (D1_0 - D1_1)/(r0+r1)``,
+    ``r0 = h_{i-1}/h_i``, ``r1 = h_{i-2}/h_i`` (Lu et al. 2022b, multistep solvers; their reference
+    implementation's ``multistep_dpm_solver_{second,third}_update``). These divided differences
+    estimate ``D1 = h m' + O(h^3)`` and ``D2 = h^2 m'' / 2 + O(h^3)``, while the Taylor term of the
     exponential integral is ``int_0^h e^{h-u} u^2/2 m'' du = h^2 p3 m'' = 2 p3 D2``: the Taylor
     weight is ``d2_weight = 2``. The reference code (and diffusers' and k-diffusion's 3M) uses
     weight 1, which leaves a local error ``B p3 D2 = O(h^3)`` and so global order 2.
@@ -265,11 +265,11 @@ class DPMSolver1(_Multistep):
     r"""DPM-Solver-1: the first-order exponential integrator with noise prediction.
 
     ``x_{i+1} = (alpha_{i+1} / alpha_i) x_i - sigma_{i+1} (e^h - 1) eps(x_i, t_i)``, with
-    ``h = lambda_{i+1} - lambda_i``. Identical to deterministic DDIM (Lu et al. 2022a, Sec. 4.1)
+    ``h = lambda_{i+1} - lambda_i``. Identical to deterministic DDIM (as Lu et al. 2022a show)
     and to DPM-Solver++(1); this class *is* :class:`DDIM` without ``eta``.
 
     **Order** 1. **NFE per step** 1. **Stochastic** no.
-    **Reference** Lu et al. 2022a, Sec. 3.3 (DPM-Solver-1).
+    **Reference** Lu et al. 2022a, DPM-Solver-1 (the first-order case of their Taylor expansion).
     """
 
     name = "dpm_solver_1"
@@ -365,11 +365,11 @@ class DPMSolverPP1(_Multistep):
     r"""DPM-Solver++(1): the first-order exponential integrator with data prediction.
 
     ``x_{i+1} = (sigma_{i+1} / sigma_i) x_i - alpha_{i+1} (e^{-h} - 1) x0(x_i, t_i)``. Algebraically
-    identical to DPM-Solver-1 and DDIM (Lu et al. 2022b, Sec. 4.1); the coefficients are computed
+    identical to DPM-Solver-1 and DDIM (as Lu et al. 2022b note); the coefficients are computed
     in the data-prediction form, so ``tests/parity/test_identities.py`` checks the identity.
 
     **Order** 1. **NFE per step** 1. **Stochastic** no.
-    **Reference** Lu et al. 2022b, eq. 10 (DPM-Solver++(1)).
+    **Reference** Lu et al. 2022b, DPM-Solver++(1) (the first-order data-prediction update).
     """
 
     name = "dpm_solver_pp_1"
@@ -412,7 +412,8 @@ class DPMSolver2M(_HigherMultistep):
     (no history yet).
 
     **Order** 2. **NFE per step** 1. **Stochastic** no.
-    **Reference** Lu et al. 2022b, Sec. 4.2 (multistep DPM-Solver, noise-prediction form).
+    **Reference** Lu et al. 2022b, multistep DPM-Solver (noise-prediction form); the authors'
+    ``multistep_dpm_solver_second_update`` (``solver_type='dpmsolver'``).
 
     Args:
         lower_order_final: on grids of fewer than 10 steps, use first order on the last step
@@ -435,7 +436,7 @@ class DPMSolver3M(_ThirdOrderMultistep):
 
     **Order** 3 (``variant="taylor"``); 2 for ``variant="reference"``. **NFE per step** 1.
     **Stochastic** no.
-    **Reference** Lu et al. 2022b, Sec. 4.2 (multistep DPM-Solver); the third-order update of the
+    **Reference** Lu et al. 2022b, multistep DPM-Solver; the third-order update of the
     authors' implementation (``multistep_dpm_solver_third_update``), with the Taylor weight of
     ``D2``.
 
@@ -485,7 +486,7 @@ class DPMSolverPP3M(_ThirdOrderMultistep):
 
     **Order** 3 (``variant="taylor"``); 2 for ``variant="reference"``. **NFE per step** 1.
     **Stochastic** no.
-    **Reference** Lu et al. 2022b, Sec. 4.2 (multistep DPM-Solver++); the third-order update of
+    **Reference** Lu et al. 2022b, multistep DPM-Solver++; the third-order update of
     the authors' implementation, with the Taylor weight of ``D2``.
 
     Args:
@@ -660,7 +661,7 @@ class DPMSolverAdaptive(Sampler):
 
     **Order** ``order`` (2 or 3). **NFE per step** adaptive (``nfe_per_step = None``; measured by
     the Denoiser; ``stats`` reports ``accepted_steps`` and ``rejected_steps``). **Stochastic** no.
-    **Reference** Lu et al. 2022a, Sec. 3.4 and Appendix, Algorithms 4 (DPM-Solver-12) and 5
+    **Reference** Lu et al. 2022a, adaptive step size, Algorithms 4 (DPM-Solver-12) and 5
     (DPM-Solver-23); defaults from the authors' ``dpm_solver_adaptive``.
 
     Args:

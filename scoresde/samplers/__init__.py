@@ -18,9 +18,24 @@ from ..grids import Explicit, TimeGrid, UniformTime
 from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
+from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import GridSchedule, Sampler, SampleResult, StepInfo
+from .dpm_solver import (
+    DDIM,
+    DPMSolver1,
+    DPMSolver2M,
+    DPMSolver2S,
+    DPMSolver3M,
+    DPMSolver3S,
+    DPMSolverAdaptive,
+    DPMSolverPP1,
+    DPMSolverPP2M,
+    DPMSolverPP2S,
+    DPMSolverPP3M,
+    StochasticDDIM,
+)
 from .exponential import DEIS1, DEIS2, DEIS3
-from .ode import PFEuler
+from .ode import PFRK4, PFEuler, PFHeun
 from .reverse_sde import EulerMaruyama
 from .unipc import PLMS, PNDM, UniPC
 
@@ -33,6 +48,23 @@ __all__ = [
     "StepInfo",
     "GridSchedule",
     "PFEuler",
+    "PFHeun",
+    "PFRK4",
+    "DDIM",
+    "StochasticDDIM",
+    "DPMSolver1",
+    "DPMSolverPP1",
+    "DPMSolver2S",
+    "DPMSolver3S",
+    "DPMSolverPP2S",
+    "DPMSolver2M",
+    "DPMSolver3M",
+    "DPMSolverPP2M",
+    "DPMSolverPP3M",
+    "DPMSolverAdaptive",
+    "TorchdiffeqSampler",
+    "TorchdiffeqFixedSampler",
+    "ScipySampler",
     "EulerMaruyama",
     "DEIS1",
     "DEIS2",
@@ -46,6 +78,23 @@ SAMPLERS: dict[str, type[Sampler]] = {
     cls.name: cls
     for cls in (
         PFEuler,
+        PFHeun,
+        PFRK4,
+        DDIM,
+        StochasticDDIM,
+        DPMSolver1,
+        DPMSolverPP1,
+        DPMSolver2S,
+        DPMSolver3S,
+        DPMSolverPP2S,
+        DPMSolver2M,
+        DPMSolver3M,
+        DPMSolverPP2M,
+        DPMSolverPP3M,
+        DPMSolverAdaptive,
+        TorchdiffeqSampler,
+        TorchdiffeqFixedSampler,
+        ScipySampler,
         EulerMaruyama,
         DEIS1,
         DEIS2,

@@ -27,8 +27,18 @@ STEP_COUNTS = {
     1: [32, 64, 128, 256, 512],
     2: [16, 32, 64, 128, 256],
     3: [12, 24, 48, 96],
-    4: [8, 16, 32, 64],
+    # from 16: at n = 8 fourth-order methods still err by 5e-2..1.5e-1, and the error ratio of
+    # the first doubling is 20-24 instead of 16 (pre-asymptotic; measured for pf_rk4 and
+    # torchdiffeq_fixed on VP and VE)
+    4: [16, 32, 64, 128],
 }
+# Per-key step counts, where a method reaches its asymptotic range later than its order's row.
+# dpm_solver_pp_3m: the data-prediction third-order multistep update's error ratio per doubling is
+# 4.4, 6.9, 6.9, 7.4, 7.7 from n = 12 to 384 (VP; VE alike), approaching 8 = 2^3 only from
+# n ~ 48: on coarser grids the higher derivatives of the x0 prediction along the trajectory (the
+# posterior switching between mixture components) dominate. Its lower-order warm-up is not the
+# cause: shrinking the two warm-up steps to 1e-3 h changes the errors by at most 11 %.
+STEP_COUNTS_BY_KEY = {"dpm_solver_pp_3m": [48, 96, 192, 384]}
 SDES = {"vp": S.VPSDE(), "ve": S.VESDE()}
 
 
@@ -61,7 +71,7 @@ def test_deterministic_sampler_converges_at_its_declared_order(key, sde_key, ref
     data, x_T, ref = references[sde_key]
     sampler = S.get_sampler(key)
     order = sampler.order
-    counts = STEP_COUNTS[int(round(order))]
+    counts = STEP_COUNTS_BY_KEY.get(key, STEP_COUNTS[int(round(order))])
     den = data.denoiser(sde)
     errors = []
     for n in counts:

@@ -35,7 +35,7 @@ from .dpm_solver import (
     StochasticDDIM,
 )
 from .exponential import DEIS1, DEIS2, DEIS3
-from .ode import PFRK4, PFEuler, PFHeun
+from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .reverse_sde import EulerMaruyama
 from .unipc import PLMS, PNDM, UniPC
 
@@ -50,6 +50,7 @@ __all__ = [
     "PFEuler",
     "PFHeun",
     "PFRK4",
+    "EDMHeun",
     "DDIM",
     "StochasticDDIM",
     "DPMSolver1",
@@ -80,6 +81,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
         PFEuler,
         PFHeun,
         PFRK4,
+        EDMHeun,
         DDIM,
         StochasticDDIM,
         DPMSolver1,

@@ -14,15 +14,9 @@ with ``dpm_solver_1``, ``dpm_solver_2s``, ``dpm_solver_3s``; ``sample_dpm_fast``
 Tolerance: 1e-12 relative, from float64 rounding (1e-16 per operation) amplified by at most
 ``1/alpha_T`` ≈ 150 through the coordinate change and accumulated over at most 20 steps.
 
-k-diffusion's package ``__init__`` imports heavy optional dependencies, so ``sampling.py`` is
-loaded on its own under a private package name with a stub ``utils`` (its only use there is
-``append_dims``); the test is skipped when k-diffusion is not installed.
+k-diffusion's ``sampling.py`` is loaded without its package's heavy imports by the ``kd`` fixture
+(``tests/parity/conftest.py``); the tests skip when k-diffusion is not installed.
 """
-
-import importlib.util
-import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -31,28 +25,6 @@ import scoresde as S
 from tests.helpers import gmm_2d
 
 RTOL = ATOL = 1e-12
-PACKAGE = "_scoresde_test_k_diffusion"
-
-
-@pytest.fixture(scope="module")
-def kd():
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("k-diffusion is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "sampling.py"
-    package = types.ModuleType(PACKAGE)
-    package.__path__ = [str(path.parent)]
-    utils = types.ModuleType(f"{PACKAGE}.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    package.utils = utils
-    sys.modules[PACKAGE], sys.modules[f"{PACKAGE}.utils"] = package, utils
-    try:
-        sampling_spec = importlib.util.spec_from_file_location(f"{PACKAGE}.sampling", path)
-        sampling = importlib.util.module_from_spec(sampling_spec)
-        sampling_spec.loader.exec_module(sampling)
-    finally:
-        del sys.modules[PACKAGE], sys.modules[f"{PACKAGE}.utils"]
-    return sampling
 
 
 SDES = {"vp": S.VPSDE(), "ve": S.VESDE(), "ddpm": S.DiscreteVPSDE.linear()}

@@ -116,7 +116,7 @@ class BrownianNoise(NoiseSource):
 
     def extra(self, like):
         if self._aux is None:
-            raise RuntimeError("BrownianNoise is not bound to a grid yet; call bind(ts, like) first")
+            raise RuntimeError("BrownianNoise is not bound yet; call bind(ts, like) first")
         return torch.randn(like.shape, generator=self._aux, dtype=like.dtype).to(like.device)
 
     def __repr__(self):

@@ -69,9 +69,11 @@ class BrownianNoise(NoiseSource):
     torchsde's ``BrownianTree``; Kidger et al. 2021, "Efficient and accurate gradients for neural
     SDEs"), whose values at a time do not depend on which other times were queried. Sampling runs
     backward, so the path is indexed by ``s = -t`` on ``[-t_start, -t_end]``;
-    :meth:`brownian` exposes it for the torchsde backend. The interval also carries the space-time
-    Levy area, which torchsde's strong-order-1.5 ``srk`` method needs; it is part of the path, so
-    every sampler driven by one seed sees the same Brownian motion.
+    :meth:`brownian` exposes it for the torchsde backend. With ``levy_area=True`` the interval also
+    carries the space-time Levy area, which torchsde's strong-order-1.5 ``srk`` method needs; it
+    is part of the path (the same seed gives a different, equally valid path with and without
+    it), so samplers to be compared on one path share one setting. It costs about 60% more per
+    query, hence off by default.
 
     Auxiliary draws (:meth:`extra`) come from a separate CPU generator whose seed is spawned from
     ``seed`` (``numpy.random.SeedSequence(seed, spawn_key=(0,))``, a key no node of torchsde's
@@ -80,11 +82,15 @@ class BrownianNoise(NoiseSource):
     Args:
         seed: entropy of the path.
         tol: resolution of the halfway tree (queries closer than this may share a node).
+        levy_area: also sample the space-time Levy area (for torchsde's ``srk``).
     """
 
-    def __init__(self, seed: int = 0, *, tol: float = 1e-7):
+    def __init__(self, seed: int = 0, *, tol: float = 1e-7, levy_area: bool = False):
         self.seed = check_int("seed", seed, low=0)
         self.tol = check_real("tol", tol, low=0.0, low_open=True)
+        if not isinstance(levy_area, bool):
+            raise ValueError(f"levy_area must be a bool; got {levy_area!r}")
+        self.levy_area = levy_area
         self._bm: torchsde.BrownianInterval | None = None
         self._key = None
         self._aux: torch.Generator | None = None
@@ -96,7 +102,7 @@ class BrownianNoise(NoiseSource):
             self._bm = torchsde.BrownianInterval(
                 t0=t0, t1=t1, size=tuple(like.shape), dtype=like.dtype, device=like.device,
                 entropy=self.seed, halfway_tree=True, tol=self.tol,
-                levy_area_approximation="space-time",
+                levy_area_approximation="space-time" if self.levy_area else "none",
             )  # fmt: skip
             self._key = key
         aux_seed = np.random.SeedSequence(self.seed, spawn_key=(0,)).generate_state(1, np.uint64)[0]
@@ -120,4 +126,4 @@ class BrownianNoise(NoiseSource):
         return torch.randn(like.shape, generator=self._aux, dtype=like.dtype).to(like.device)
 
     def __repr__(self):
-        return f"BrownianNoise(seed={self.seed})"
+        return f"BrownianNoise(seed={self.seed}, levy_area={self.levy_area})"

@@ -19,8 +19,12 @@ from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
 from .base import GridSchedule, Sampler, SampleResult, StepInfo
+from .edm import EDMStochastic
+from .langevin import AnnealedLangevin
 from .ode import PFEuler
-from .reverse_sde import EulerMaruyama
+from .pc import LangevinCorrector, PredictorCorrector
+from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
+from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M
 
 __all__ = [
     "SAMPLERS",
@@ -32,6 +36,15 @@ __all__ = [
     "GridSchedule",
     "PFEuler",
     "EulerMaruyama",
+    "ReverseDiffusion",
+    "Ancestral",
+    "TorchsdeSampler",
+    "PredictorCorrector",
+    "LangevinCorrector",
+    "AnnealedLangevin",
+    "SDEDPMSolver1",
+    "SDEDPMSolverPP2M",
+    "EDMStochastic",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -39,6 +52,14 @@ SAMPLERS: dict[str, type[Sampler]] = {
     for cls in (
         PFEuler,
         EulerMaruyama,
+        ReverseDiffusion,
+        Ancestral,
+        TorchsdeSampler,
+        PredictorCorrector,
+        AnnealedLangevin,
+        SDEDPMSolver1,
+        SDEDPMSolverPP2M,
+        EDMStochastic,
     )
 }
 

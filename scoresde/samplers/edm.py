@@ -89,9 +89,9 @@ class EDMStochastic(Sampler):
         n = len(ts) - 1
         level = torch.exp(-s.lambda_)
         inside = (level[:-1] >= self.S_tmin) & (level[:-1] <= self.S_tmax)
-        gamma = torch.where(inside, min(self.S_churn / n, math.sqrt(2.0) - 1.0), 0.0)
-        level_max = float(torch.exp(-sde.lambda_(sde.T)))
-        level_hat = torch.minimum(level[:-1] * (1.0 + gamma), torch.tensor(level_max))
+        gamma = inside.to(torch.float64) * min(self.S_churn / n, math.sqrt(2.0) - 1.0)
+        level_max = torch.exp(-sde.lambda_(sde.T))
+        level_hat = torch.minimum(level[:-1] * (1.0 + gamma), level_max)
         churned = level_hat > level[:-1]
         t_hat = torch.where(
             churned, sde.inverse_lambda(-level_hat.log()).clamp(max=sde.T), s.t[:-1]

@@ -122,7 +122,8 @@ class PredictorCorrector(Sampler):
             predictor = get_sampler(predictor)
         if not isinstance(predictor, Sampler):
             raise ValueError(
-                f"predictor must be a Sampler or a registry name; got {type(predictor).__name__}"
+                "predictor must be a Sampler or a registry name; "
+                f"got {predictor!r} ({type(predictor).__name__})"
             )
         if type(predictor).run is not Sampler.run:
             raise ValueError(

@@ -54,7 +54,7 @@ class LangevinCorrector:
     def init(self, sde, ts, x) -> tuple:
         s = GridSchedule.of(sde, ts)
         a = torch.exp(2.0 * (s.alpha[:-1].log() - s.alpha[1:].log()))
-        # eps-form of epsilon: 2 a r^2 (mean|z| / mean|s|)^2 with |s| = |eps| / sigma
+        # epsilon = 2 a r^2 (mean|z| / mean|s|)^2 = k (mean|z| / mean|eps|)^2 (|s| = |eps| / sigma)
         k = 2.0 * a * (self.snr * s.sigma[1:]) ** 2
         cast = GridSchedule.cast
         return cast(s.t[1:], x), cast(s.sigma[1:], x), cast(k, x)

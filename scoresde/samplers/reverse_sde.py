@@ -310,7 +310,8 @@ class TorchsdeSampler(Sampler):
         module = _ReverseSDEModule(denoiser, sde, x.shape)
         bm = _FlatBrownian(_brownian_path(noise, ts, x, levy_area=self.method == "srk"))
         s = -ts.to("cpu", torch.float64)
-        # the derivative-free Milstein needs no autograd, which inference mode forbids
+        # derivative-free Milstein: g does not depend on x, so its correction is exactly zero
+        # and no autograd graph is built for it
         options = {"grad_free": True} if self.method == "milstein" else None
         y = x.reshape(x.shape[0], -1)
         trajectory = [x] if save_trajectory else None

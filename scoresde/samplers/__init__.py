@@ -34,9 +34,13 @@ from .dpm_solver import (
     DPMSolverPP3M,
     StochasticDDIM,
 )
+from .edm import EDMStochastic
 from .exponential import DEIS1, DEIS2, DEIS3
+from .langevin import AnnealedLangevin
 from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
-from .reverse_sde import EulerMaruyama
+from .pc import LangevinCorrector, PredictorCorrector
+from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
+from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M
 from .unipc import PLMS, PNDM, UniPC
 
 __all__ = [
@@ -73,6 +77,15 @@ __all__ = [
     "UniPC",
     "PNDM",
     "PLMS",
+    "ReverseDiffusion",
+    "Ancestral",
+    "TorchsdeSampler",
+    "PredictorCorrector",
+    "LangevinCorrector",
+    "AnnealedLangevin",
+    "SDEDPMSolver1",
+    "SDEDPMSolverPP2M",
+    "EDMStochastic",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -104,6 +117,14 @@ SAMPLERS: dict[str, type[Sampler]] = {
         UniPC,
         PNDM,
         PLMS,
+        ReverseDiffusion,
+        Ancestral,
+        TorchsdeSampler,
+        PredictorCorrector,
+        AnnealedLangevin,
+        SDEDPMSolver1,
+        SDEDPMSolverPP2M,
+        EDMStochastic,
     )
 }
 

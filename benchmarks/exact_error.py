@@ -626,8 +626,8 @@ class Config:
     grids: tuple[str, ...] = tuple(GRIDS)
     n_paths: int = 512
     n_paths_high_dim: int = 256
-    n_dist: int = 4000
-    n_dist_high_dim: int = 2000
+    n_dist: int = 20000
+    n_dist_high_dim: int = 5000
     peers: bool = True
     seed: int = 0
 

@@ -581,7 +581,31 @@ def summarize(rows: list[dict], sw: list[dict], *, claim_nfes=(10, 20), header: 
             verdict = "—" if math.isnan(ratio) else ("yes" if ratio <= 0.5 else "**no**")
             cells = " | ".join(_cell(r) for r in (ours, dif, kd))
             out.append(f"| {p} | {b} | {cells} | {ratio:.3g} | {verdict} |")
-    out += ["", "## Best per family at every NFE budget (median per-sample RMS error)", ""]
+    out += [
+        "",
+        "## Every method's best grid at the claim budgets, DDPM-linear problems",
+        "",
+        "Median per-sample RMS error at NFE <= budget, with the best grid (or spacing).",
+        "",
+    ]
+    for p in ddpm:
+        prow = [r for r in rows if r["problem"] == p]
+        head = " | ".join(f"NFE <= {b}" for b in claim_nfes)
+        out += [
+            f"### {p}",
+            "",
+            f"| family | method | {head} |",
+            "| --- | --- |" + " --- |" * len(claim_nfes),
+        ]
+        methods = dict.fromkeys((r["family"], r["sampler"]) for r in prow)
+        for fam, name in sorted(methods, key=lambda m: (m[0] != "scoresde", m[0], m[1])):
+            cells = []
+            for b in claim_nfes:
+                r = best_row(prow, b, family=fam, sampler=name)
+                cells.append("—" if r is None else f"{r['median_error']:.3e} ({r['grid']})")
+            out.append(f"| {fam} | `{name}` | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["## Best per family at every NFE budget (median per-sample RMS error)", ""]
     families = ["scoresde", *PEER_FAMILIES]
     for p in problems:
         out += [

@@ -73,8 +73,8 @@ def recommend(
     nfe: int, problem: str | None = None, *, table: str | Path | None = None, top: int = 5
 ) -> dict:
     """The ranking for budget ``nfe`` as a dict: ``table``, ``problems``, ``ranking`` (list of
-    ``{sampler, grid, score, errors: {problem: (error, nfe)}}``, best first) and ``peers``
-    (``{problem: best peer row}``)."""
+    ``{sampler, grid, score, errors: {problem: (error, nfe)}}``, best first), and ``best_ours`` and
+    ``peers``: the best scoresde row and the best peer row of each problem."""
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"nfe must be an int >= 1; got {nfe!r}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -96,10 +96,12 @@ def recommend(
         )
     configs = _best_per_config(rows, nfe)
     ours = {k: v for k, v in configs.items() if k[0] == OURS and set(v) == set(problems)}
-    best_ours = {p: min(v[p]["median_error"] for v in ours.values()) for p in problems}
+    best_ours = {
+        p: min((v[p] for v in ours.values()), key=lambda r: r["median_error"]) for p in problems
+    }
     ranking = []
     for (_, sampler, grid), per in ours.items():
-        ratios = [per[p]["median_error"] / best_ours[p] for p in problems]
+        ratios = [per[p]["median_error"] / best_ours[p]["median_error"] for p in problems]
         score = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         errors = {p: (per[p]["median_error"], int(per[p]["nfe"])) for p in problems}
         ranking.append({"sampler": sampler, "grid": grid, "score": score, "errors": errors})
@@ -114,6 +116,7 @@ def recommend(
         "problems": problems,
         "nfe": nfe,
         "ranking": ranking[:top],
+        "best_ours": best_ours,
         "peers": peers,
     }
 
@@ -146,17 +149,20 @@ def format_recommendation(result: dict) -> str:
             for p in probs:
                 err, n = r["errors"][p]
                 lines.append(f"       {p:<14} error={err:.3e}  ({n} NFE)")
-    lines += ["", "best peer on the same budget (ours = the top-ranked pair above):"]
-    top = result["ranking"][0]
+    lines += ["", "best scoresde run vs best peer run on the same budget, per problem:"]
     for p in probs:
-        peer = result["peers"].get(p)
+        peer, ours = result["peers"].get(p), result["best_ours"][p]
+        lines.append(
+            f"  {p:<14} scoresde {ours['sampler']} ({ours['grid']}, {int(ours['nfe'])} NFE): "
+            f"error={ours['median_error']:.3e}"
+        )
         if peer is None:
-            lines.append(f"  {p:<14} no peer run in the table")
+            lines.append(f"  {'':<14} no peer run in the table")
             continue
-        ratio = top["errors"][p][0] / peer["median_error"]
+        ratio = ours["median_error"] / peer["median_error"]
         verdict = "peer wins" if ratio > 1 else "scoresde wins"
         lines.append(
-            f"  {p:<14} {peer['family']} {peer['sampler']} "
+            f"  {'':<14} {peer['family']} {peer['sampler']} "
             f"({peer['grid']}, {int(peer['nfe'])} NFE): "
             f"error={peer['median_error']:.3e}; ours/peer = {ratio:.3g} ({verdict})"
         )

@@ -17,6 +17,7 @@ import scoresde as S
 from benchmarks import fid_vs_steps as F
 from benchmarks import overhead as O
 from benchmarks.common import read_tsv, write_tsv
+from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
 from scoresde.metrics import FeatureStats, InceptionFeatures
 from scoresde.recommend import add_recommend_parser, format_recommendation, latest_table, recommend
 from tests.metrics.fid_helpers import write_tiny_feature_net
@@ -167,3 +168,26 @@ def test_recommend_subcommand_registers_and_runs(tmp_path, capsys):
     args = parser.parse_args(["recommend", "--nfe", "20", "--table", str(table(tmp_path))])
     assert args.func(args) == 0
     assert "Best samplers at <= 20 NFE" in capsys.readouterr().out
+
+
+def test_plots_are_written_from_table_rows(tmp_path):
+    rows = [
+        {"problem": p, "family": f, "sampler": s, "grid": "g", "nfe": n, "median_error": e / n}
+        for p in ("a_ddpm", "b_ve")
+        for f, s, e in (("scoresde", "x", 1.0), ("diffusers", "D", 2.0), ("k-diffusion", "k", 3.0))
+        for n in (5, 10, 20)
+    ]
+    sw = [
+        {"problem": "a", "sampler": "s", "grid": "g", "nfe": n, "sw2": 1 / n, "sw2_floor": 0.01}
+        for n in (5, 10)
+    ]
+    fids = [{"role": "cell", "sampler": "s", "grid": "g", "nfe": n, "fid": 50 / n} for n in (5, 10)]
+    fids.append({"role": "reference", "sampler": "r", "grid": "g", "nfe": 1000, "fid": 2.0})
+    paths = [
+        plot_exact_error(rows, tmp_path / "e.png"),
+        plot_exact_error(rows, tmp_path / "b.png", envelope=True),
+        plot_sw(sw, tmp_path / "s.png"),
+        plot_fid(fids, tmp_path / "f.png"),
+    ]
+    for path in paths:
+        assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"

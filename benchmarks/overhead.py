@@ -175,6 +175,8 @@ def measure(
         }
         sampler = S.get_sampler(key)
         n = steps_for_budget(sampler, nfe)
+        if n is None:  # adaptive, or more calls per step than the budget
+            continue
         runs = [
             (
                 "scoresde",

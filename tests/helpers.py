@@ -19,7 +19,6 @@ __all__ = [
     "reference_solution",
     "ring_mixture",
     "gmm_2d",
-    "sliced_wasserstein",
 ]
 
 
@@ -60,24 +59,3 @@ def gmm_2d() -> GaussianMixture:
     """The standard 2-D exact problem: 3 unequal components, unequal weights."""
     means = torch.tensor([[1.5, 0.0], [-1.0, 1.0], [-0.5, -1.5]], dtype=torch.float64)
     return GaussianMixture(means, stds=torch.tensor([0.5, 0.7, 0.6]), weights=[0.5, 0.3, 0.2])
-
-
-def sliced_wasserstein(
-    x: torch.Tensor, y: torch.Tensor, *, n_projections: int = 128, generator: torch.Generator
-) -> float:
-    """Sliced 1-Wasserstein distance between two equally sized samples ``(n, *event_shape)``.
-
-    The mean over ``n_projections`` random unit directions of the 1-D Wasserstein-1 distance of the
-    projected samples, which for equal sizes is the mean absolute difference of the sorted
-    projections (Rabin et al. 2011; Bonneel et al. 2015).
-    """
-    x, y = x.flatten(1).to(torch.float64), y.flatten(1).to(torch.float64)
-    if x.shape != y.shape:
-        raise ValueError(
-            f"samples must have equal shapes; got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
-    theta = theta / theta.norm(dim=0)
-    px, _ = (x @ theta).sort(dim=0)
-    py, _ = (y @ theta).sort(dim=0)
-    return float((px - py).abs().mean())

@@ -1,0 +1,375 @@
+r"""Steps-vs-FID with a trained checkpoint: samplers x NFE budgets, plus a 1000-step reference.
+
+For every sampler and NFE budget (default {5, 10, 20, 50}), ``--n`` samples (default 1000) are
+drawn through ``scoresde.sample`` from the same prior draws (batch ``b`` is seeded from
+``(seed, b)``, so every sampler starts from the same ``x_T`` and stochastic samplers get the same
+noise streams), mapped to ``[0, 1]``, and scored by FID against the statistics of the first
+``--ref-n`` MNIST training images (cached as ``.npz`` under ``--cache-dir``). A long run of a
+reference sampler (default 1000 steps of ``ancestral``, else ``euler_maruyama``) gives the FID
+the budgets are heading to. FID is biased upwards at small ``n`` (about +15 for MNIST at 1000
+vs 1000 images); compare cells with each other, not with published 50k-sample values.
+
+Generation and Inception features shard over processes with ``torchrun``:
+
+    python -m benchmarks.fid_vs_steps --ckpt benchmarks/checkpoints/<file> --data-dir ../shared/data
+    torchrun --nproc_per_node=2 -m benchmarks.fid_vs_steps --ckpt ... --device cuda
+
+Outputs ``fid_vs_steps.tsv``, ``fid_vs_steps.png`` and ``env_fid.txt`` in
+``benchmarks/results/<date>_<device>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+import scoresde as S
+from benchmarks.common import REPO, result_dir, write_env, write_tsv
+from benchmarks.exact_error import GRIDS, steps_for_budget
+from scoresde.metrics import (
+    PREPROCESSING,
+    FeatureStats,
+    InceptionFeatures,
+    cached_stats,
+    extract_features,
+    fid,
+    generated_features,
+    rank_and_world,
+)
+
+NFES = (5, 10, 20, 50)
+# in order of preference; the first 8 (or more) registered ones are used
+DEFAULT_SAMPLERS = (
+    "ddim",
+    "dpm_solver_2s",
+    "dpm_solver_pp_2m",
+    "dpm_solver_pp_3m",
+    "unipc",
+    "deis_3",
+    "pndm",
+    "pf_heun",
+    "pf_rk4",
+    "dpm_solver_3s",
+    "pf_euler",
+    "euler_maruyama",
+    "ancestral",
+    "sde_dpm_solver_pp_2m",
+    "edm_stochastic",
+    "reverse_diffusion",
+)
+REFERENCE_SAMPLERS = ("ancestral", "euler_maruyama")
+COLUMNS = [
+    "role",
+    "sampler",
+    "grid",
+    "nfe_budget",
+    "nfe",
+    "n_steps",
+    "fid",
+    "n_samples",
+    "time_s",
+    "note",
+]
+
+
+@dataclass
+class Model:
+    """What the benchmark needs from a checkpoint."""
+
+    denoiser: S.Denoiser
+    shape: tuple[int, ...]  # (C, H, W) of one sample
+    to_unit: Callable[[Tensor], Tensor]  # model space -> images in [0, 1]
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device) -> Model:
+    """ADAPT AFTER MERGE: build the :class:`Model` of a training checkpoint.
+
+    The training branch records the SDE, parameterization, time input, model config and data
+    scaling in its checkpoints and provides a loader (``scoresde.checkpoint`` or
+    ``scoresde.train``); this function should call it and return the EMA weights' denoiser,
+    the sample shape and the map from model space to ``[0, 1]`` (``(x + 1) / 2`` for data scaled
+    to ``[-1, 1]``)."""
+    for module_name in ("scoresde.checkpoint", "scoresde.train"):
+        try:
+            module = __import__(module_name, fromlist=["load_denoiser"])
+        except ImportError:
+            continue
+        if hasattr(module, "load_denoiser"):
+            denoiser, info = module.load_denoiser(path, device=device)
+            return Model(denoiser, tuple(info["shape"]), lambda x: (x + 1) / 2)
+    raise NotImplementedError(
+        "no checkpoint loader in this branch (scoresde.checkpoint / scoresde.train); "
+        "benchmarks.fid_vs_steps.load_checkpoint must be adapted to the training branch's format"
+    )
+
+
+def read_mnist_images(data_dir: str | Path, n: int, *, split: str = "train") -> Tensor:
+    """The first ``n`` images of MNIST's raw idx file as uint8 ``(n, 1, 28, 28)``.
+
+    ADAPT AFTER MERGE: use the project's reader (``scoresde.data``) instead."""
+    name = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}[split]
+    path = Path(data_dir) / name
+    if not path.is_file():
+        path = Path(data_dir) / "mnist" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no MNIST file {name!r} in {str(data_dir)!r} (or its mnist/ folder)"
+        )
+    with open(path, "rb") as f:
+        magic, count, rows, cols = (int(v) for v in np.frombuffer(f.read(16), dtype=">u4"))
+        if magic != 2051:
+            raise ValueError(
+                f"{str(path)!r} is not an idx3 image file (magic {magic}, expected 2051)"
+            )
+        if n > count:
+            raise ValueError(f"ref-n={n} exceeds the {count} images in {str(path)!r}")
+        raw = np.frombuffer(f.read(n * rows * cols), dtype=np.uint8)
+    return torch.from_numpy(raw.reshape(n, 1, rows, cols).copy())
+
+
+def reference_stats(
+    images: Tensor, extractor: InceptionFeatures, cache: Path, label: str, batch_size: int
+) -> FeatureStats:
+    """Statistics of real images, cached in ``cache`` under a key of the network file's sha256,
+    the images' sha256, their count and the preprocessing."""
+    key = {
+        "network_sha256": extractor.sha256,
+        "data": label,
+        "data_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+        "n": len(images),
+        "preprocessing": PREPROCESSING,
+    }
+    return cached_stats(
+        cache,
+        key,
+        lambda: FeatureStats.of(extract_features(images, extractor, batch_size=batch_size)),
+    )
+
+
+def fid_cell(
+    model: Model,
+    sampler: S.Sampler,
+    grid: S.TimeGrid,
+    n_steps: int,
+    extractor: Callable,
+    reference: FeatureStats,
+    *,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool = False,
+) -> dict:
+    """FID of ``n`` samples of one sampler on one grid; returns a row (without role/labels)."""
+    nfe = []
+
+    def sample_batch(size: int, generator: torch.Generator) -> Tensor:
+        x_T = model.denoiser.sde.prior_sample((size, *model.shape), generator=generator)
+        res = S.sample(
+            sampler,
+            model.denoiser,
+            x_T=x_T.to(device),
+            grid=grid,
+            n_steps=n_steps,
+            generator=generator,
+            progress=False,
+        )
+        nfe.append(res.nfe)
+        return model.to_unit(res.x).clamp(0.0, 1.0)
+
+    start = time.perf_counter()
+    feats = generated_features(
+        sample_batch, extractor, n, batch_size=batch_size, seed=seed, progress=progress
+    )
+    value = fid(FeatureStats.of(feats), reference)
+    return {
+        "nfe": max(nfe) if nfe else None,
+        "n_steps": n_steps,
+        "fid": value,
+        "n_samples": n,
+        "time_s": time.perf_counter() - start,
+    }
+
+
+def fid_table(
+    model: Model,
+    extractor: Callable,
+    reference: FeatureStats,
+    *,
+    samplers: Sequence[str],
+    nfes: Sequence[int],
+    grid: str,
+    reference_sampler: str,
+    reference_steps: int,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> list[dict]:
+    """Every (sampler, NFE) cell and the reference run, as rows."""
+    rows = []
+    cells = [("cell", key, GRIDS[grid](), b) for key in samplers for b in nfes]
+    cells.append(("reference", reference_sampler, S.UniformTime(), None))
+    for role, key, grid_obj, budget in cells:
+        sampler = S.get_sampler(key)
+        n_steps = reference_steps if budget is None else steps_for_budget(sampler, budget)
+        label = {
+            "role": role,
+            "sampler": key,
+            "grid": "uniform_time" if budget is None else grid,
+            "nfe_budget": budget,
+        }
+        if n_steps is None:
+            continue
+        try:
+            row = {
+                **label,
+                **fid_cell(
+                    model,
+                    sampler,
+                    grid_obj,
+                    n_steps,
+                    extractor,
+                    reference,
+                    n=n,
+                    batch_size=batch_size,
+                    seed=seed,
+                    device=device,
+                    progress=progress,
+                ),
+            }
+        except (FloatingPointError, ValueError) as err:
+            row = {**label, "n_steps": n_steps, "note": f"{type(err).__name__}: {err}"[:200]}
+        rows.append(row)
+        log(
+            f"{role} {key} nfe<={budget}: FID {row.get('fid', float('nan')):.3f} "
+            f"({row.get('time_s', 0):.0f} s)"
+        )
+    return rows
+
+
+def pick_samplers(requested: Sequence[str] | None) -> list[str]:
+    if requested:
+        unknown = sorted(set(requested) - set(S.SAMPLERS))
+        if unknown:
+            raise ValueError(f"unknown sampler(s) {unknown}; registered: {sorted(S.SAMPLERS)}")
+        return list(requested)
+    return [k for k in DEFAULT_SAMPLERS if k in S.SAMPLERS]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.fid_vs_steps", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--ckpt", required=True, help="training checkpoint (benchmarks/checkpoints/...)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=str(REPO.parent / "shared" / "data"),
+        help="folder with mnist/ and fid-inception/ (default ../shared/data)",
+    )
+    parser.add_argument(
+        "--inception",
+        help="FID Inception TorchScript (default <data-dir>/fid-inception/default_1.pt)",
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n", type=int, default=1000, help="samples per cell (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--nfe", nargs="+", type=int, default=list(NFES))
+    parser.add_argument(
+        "--samplers", nargs="+", help="registry keys (default: 8+ registered samplers)"
+    )
+    parser.add_argument("--grid", default="uniform_lambda", choices=sorted(GRIDS))
+    parser.add_argument(
+        "--reference-sampler", help=f"default: the first registered of {REFERENCE_SAMPLERS}"
+    )
+    parser.add_argument("--reference-steps", type=int, default=1000)
+    parser.add_argument(
+        "--ref-n", type=int, default=10000, help="MNIST train images for the reference statistics"
+    )
+    parser.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "cache"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
+    args = parser.parse_args(argv)
+
+    if "RANK" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(args.device).type == "cuda" else "gloo")
+        if torch.device(args.device).type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            args.device = f"cuda:{torch.cuda.current_device()}"
+    rank, world = rank_and_world()
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    log = print if rank == 0 else (lambda msg: None)
+    samplers = pick_samplers(args.samplers)
+    ref_key = args.reference_sampler or next(k for k in REFERENCE_SAMPLERS if k in S.SAMPLERS)
+    inception = args.inception or str(Path(args.data_dir) / "fid-inception" / "default_1.pt")
+
+    start = time.perf_counter()
+    model = load_checkpoint(args.ckpt, device)
+    extractor = InceptionFeatures(inception, device=device)
+    real = read_mnist_images(Path(args.data_dir) / "mnist", args.ref_n)
+    reference = reference_stats(
+        real,
+        extractor,
+        Path(args.cache_dir) / f"mnist-train-{args.ref_n}.npz",
+        f"mnist train-images-idx3-ubyte[0:{args.ref_n}]",
+        args.batch_size,
+    )
+    log(f"reference statistics ready ({time.perf_counter() - start:.0f} s)")
+    rows = fid_table(
+        model,
+        extractor,
+        reference,
+        samplers=samplers,
+        nfes=args.nfe,
+        grid=args.grid,
+        reference_sampler=ref_key,
+        reference_steps=args.reference_steps,
+        n=args.n,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=device,
+        log=log,
+    )
+    wall = time.perf_counter() - start
+    if rank == 0:
+        from benchmarks.plot import plot_fid
+
+        folder = result_dir(device, out=args.out)
+        write_tsv(folder / "fid_vs_steps.tsv", rows, COLUMNS)
+        plot_fid(rows, folder / "fid_vs_steps.png")
+        write_env(
+            folder,
+            device=device,
+            seeds={"batches": f"SeedSequence([{args.seed}, batch])"},
+            name="env_fid.txt",
+            extra={
+                "wall_time_s": f"{wall:.0f}",
+                "processes": world,
+                "checkpoint": args.ckpt,
+                "reference_images": args.ref_n,
+            },
+        )
+        log(f"wrote {folder} in {wall:.0f} s")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

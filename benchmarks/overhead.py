@@ -1,0 +1,309 @@
+r"""Sampler overhead: the time a sampler spends outside the network, per network call.
+
+With a zero-cost model (it returns a preallocated zero tensor), the wall time of a whole sampling
+run divided by its network calls is the sampler's own cost per call (per step for the one-call
+methods): coefficient set-up, the update arithmetic, bookkeeping. It is reported
+
+- as a fraction of one forward pass of a small image UNet on the same batch (what the overhead
+  adds to a real run), and
+- as a ratio against diffusers' scheduler loop and k-diffusion's sampler for the same method on
+  the same batch, schedule (DDPM-linear) and step count, measured in the same run.
+
+Every implementation gets the same NFE budget (the most steps that fit it); each timing is the
+median of ``--repeats``
+runs after one warm-up. Our samplers run through the public ``scoresde.sample`` with
+``progress=False``; k-diffusion with ``disable=True``.
+
+    python -m benchmarks.overhead [--device cuda] [--batch 64] [--nfe 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+import scoresde as S
+from benchmarks import peers
+from benchmarks.common import result_dir, write_env, write_tsv
+
+# method label -> (scoresde key, diffusers method (benchmarks.peers), k-diffusion sampler, same?)
+# "same" is False where only the family matches (one network call per step, first order).
+METHODS: dict[str, tuple[str, str | None, str | None, bool]] = {
+    "DDIM (= DPM-Solver-1)": ("ddim", "DDIM", "euler", True),
+    "DPM-Solver++(2M)": ("dpm_solver_pp_2m", "DPMSolverMultistep++(2M)", "dpmpp_2m", True),
+    "DPM-Solver++(3M)": ("dpm_solver_pp_3m", "DPMSolverMultistep++(3M)", None, True),
+    "DPM-Solver-2S": ("dpm_solver_2s", None, "dpm_2", False),
+    "UniPC": ("unipc", "UniPC(bh2,2)", None, True),
+    "DEIS-3": ("deis_3", "DEIS(3)", None, True),
+    "PNDM (PLMS)": ("pndm", "PNDM(PLMS)", None, True),
+    "Heun (PF-ODE)": ("pf_heun", "Heun", "heun", True),
+    "Euler (PF-ODE in t) vs Euler in sigma": ("pf_euler", "Euler", "euler", False),
+}
+COLUMNS = [
+    "method",
+    "implementation",
+    "sampler",
+    "same_method",
+    "n_steps",
+    "nfe",
+    "batch",
+    "shape",
+    "time_per_nfe_s",
+    "fraction_of_model_forward",
+    "ratio_vs_scoresde",
+    "model",
+]
+
+
+class StandInUNet(nn.Module):
+    """A small UNet-shaped conv net (two resolutions, residual blocks, GroupNorm, a time
+    embedding added per block) standing in for ``scoresde.models``' UNet, which this branch does
+    not have (0.31 M parameters at ``channels=32``)."""
+
+    def __init__(self, in_channels: int = 1, channels: int = 32):
+        super().__init__()
+        c = channels
+        self.embed = nn.Sequential(nn.Linear(1, 4 * c), nn.SiLU(), nn.Linear(4 * c, 4 * c))
+        self.inp = nn.Conv2d(in_channels, c, 3, padding=1)
+        self.down = nn.ModuleList([self._block(c), self._block(c)])
+        self.pool = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+        self.mid = nn.ModuleList([self._block(2 * c), self._block(2 * c)])
+        self.upsample = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
+        self.up = nn.ModuleList([self._block(c), self._block(c)])
+        self.proj = nn.ModuleList(
+            [nn.Linear(4 * c, c), nn.Linear(4 * c, 2 * c), nn.Linear(4 * c, c)]
+        )
+        self.out = nn.Conv2d(c, in_channels, 3, padding=1)
+
+    @staticmethod
+    def _block(c: int) -> nn.Module:
+        return nn.Sequential(
+            nn.GroupNorm(8, c),
+            nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.GroupNorm(8, c),
+            nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        e = self.embed(t.reshape(-1, 1).to(x.dtype))
+        h = self.inp(x)
+        for block in self.down:
+            h = h + block(h + self.proj[0](e)[:, :, None, None])
+        skip = h
+        h = self.pool(h)
+        for block in self.mid:
+            h = h + block(h + self.proj[1](e)[:, :, None, None])
+        h = self.upsample(h) + skip
+        for block in self.up:
+            h = h + block(h + self.proj[2](e)[:, :, None, None])
+        return self.out(h)
+
+
+def small_unet(shape: Sequence[int]) -> tuple[nn.Module, str]:
+    """The network whose forward time is the yardstick, and its description.
+
+    ADAPT AFTER MERGE: return the project's small UNet from ``scoresde.models`` (the MNIST
+    checkpoint's configuration) instead of the stand-in."""
+    net = StandInUNet(in_channels=shape[0])
+    n_params = sum(p.numel() for p in net.parameters())
+    return (
+        net,
+        f"StandInUNet ({n_params / 1e6:.2f} M params; scoresde.models absent in this branch)",
+    )
+
+
+def _timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    def once():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    once()  # warm-up: first-call allocations, lazy imports, cudnn autotuning
+    return statistics.median(once() for _ in range(repeats))
+
+
+def measure(
+    *,
+    batch: int = 64,
+    shape: Sequence[int] = (1, 28, 28),
+    nfe: int = 50,
+    repeats: int = 5,
+    device: str | torch.device = "cpu",
+    methods: Sequence[str] | None = None,
+    peers_enabled: bool = True,
+) -> tuple[list[dict], float, str]:
+    """Rows of overhead per network call for each method and implementation, the model's forward
+    time and its description. Each implementation gets the most steps that fit ``nfe`` calls."""
+    from benchmarks.exact_error import steps_for_budget
+
+    device = torch.device(device)
+    shape = tuple(shape)
+    sde = S.DiscreteVPSDE.linear()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x_T = torch.randn((batch, *shape), generator=gen).to(device)
+    zeros = torch.zeros_like(x_T)
+    net, model_desc = small_unet(shape)
+    net = net.to(device).eval()
+    t_in = torch.full((batch,), 0.5, device=device)
+    with torch.inference_mode():
+        forward_s = _timeit(lambda: net(x_T, t_in), repeats, device)
+
+    zero_denoiser = S.Denoiser(lambda x, t: zeros, sde, "eps")
+    rows = []
+    for label in METHODS if methods is None else methods:
+        key, dname, kname, same = METHODS[label]
+        if key not in S.SAMPLERS:
+            continue
+        base = {
+            "method": label,
+            "same_method": same,
+            "batch": batch,
+            "shape": "x".join(map(str, shape)),
+            "model": model_desc,
+        }
+        sampler = S.get_sampler(key)
+        n = steps_for_budget(sampler, nfe)
+        if n is None:  # adaptive, or more calls per step than the budget
+            continue
+        runs = [
+            (
+                "scoresde",
+                key,
+                n,
+                sampler.nfe(n),
+                lambda s=sampler, n=n: S.sample(
+                    s, zero_denoiser, x_T=x_T, n_steps=n, progress=False, generator=gen
+                ),
+            )
+        ]
+        if peers_enabled and dname is not None and peers.diffusers_available():
+            runs.append(("diffusers", dname, *_diffusers_loop(dname, sde, x_T, zeros, nfe, device)))
+        if peers_enabled and kname is not None and peers.k_diffusion_available():
+            runs.append(
+                ("k-diffusion", kname, *_k_diffusion_loop(kname, sde, x_T, zeros, nfe, device))
+            )
+        ours = None
+        for impl, name, steps, calls, fn in runs:
+            per_call = _timeit(fn, repeats, device) / calls
+            ours = per_call if impl == "scoresde" else ours
+            rows.append(
+                {
+                    **base,
+                    "implementation": impl,
+                    "sampler": name,
+                    "n_steps": steps,
+                    "nfe": calls,
+                    "time_per_nfe_s": per_call,
+                    "fraction_of_model_forward": per_call / forward_s,
+                    "ratio_vs_scoresde": per_call / ours,
+                }
+            )
+    return rows, forward_s, model_desc
+
+
+def _diffusers_loop(method, sde, x_T, zeros, nfe, device):
+    """(steps, model calls, the scheduler's loop with a zero model)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steps = peers.diffusers_steps_for_nfe(method, "trailing", sde.betas, nfe)
+        sched = peers._scheduler(method, "trailing", sde.betas)
+        sched.set_timesteps(steps, device=device)
+        calls = len(sched.timesteps)
+
+    def loop():
+        sched.set_timesteps(steps, device=device)
+        x = x_T
+        for t in sched.timesteps:
+            sched.scale_model_input(x, t)
+            x = sched.step(zeros, t, x).prev_sample
+        return x
+
+    return steps, calls, loop
+
+
+def _k_diffusion_loop(name, sde, x_T, zeros, nfe, device):
+    """(steps, model calls, k-diffusion's sampler with a zero denoiser) on uniform-t levels."""
+    K = peers.load_k_diffusion_sampling()
+    steps = max(1, nfe // peers.K_DIFFUSION_FIXED[name])
+    sigmas = torch.exp(-sde.lambda_(S.UniformTime().grid(sde, steps))).to(
+        device=device, dtype=x_T.dtype
+    )
+    fn = getattr(K, f"sample_{name}")
+    return (
+        steps,
+        steps * peers.K_DIFFUSION_FIXED[name],
+        lambda: fn(lambda x, s: zeros, x_T, sigmas, disable=True),
+    )
+
+
+def summary(rows: list[dict], forward_s: float, model_desc: str) -> str:
+    lines = [
+        f"model forward ({model_desc}), batch {rows[0]['batch'] if rows else '?'}: "
+        f"{forward_s * 1e3:.2f} ms",
+        "",
+        "| method | implementation | sampler | steps | NFE | per NFE (ms) | / model forward "
+        "| / scoresde |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['implementation']} | `{r['sampler']}` | {r['n_steps']} "
+            f"| {r['nfe']} | "
+            f"{r['time_per_nfe_s'] * 1e3:.3f} | {r['fraction_of_model_forward']:.4f} | "
+            f"{r['ratio_vs_scoresde']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--nfe", type=int, default=50, help="network calls per run (default 50)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
+    args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cpu":
+        torch.set_num_threads(1)
+    start = time.perf_counter()
+    rows, forward_s, model_desc = measure(
+        batch=args.batch,
+        nfe=args.nfe,
+        repeats=args.repeats,
+        device=args.device,
+        peers_enabled=not args.no_peers,
+    )
+    wall = time.perf_counter() - start
+    folder = result_dir(args.device, out=args.out)
+    write_tsv(folder / "overhead.tsv", rows, COLUMNS)
+    text = summary(rows, forward_s, model_desc)
+    (folder / "overhead.md").write_text(f"# overhead ({folder.name})\n\n{text}\n")
+    write_env(
+        folder,
+        device=args.device,
+        seeds={"x_T": 0},
+        name="env_overhead.txt",
+        extra={"wall_time_s": f"{wall:.0f}", "model_forward_ms": f"{forward_s * 1e3:.3f}"},
+    )
+    print(text)
+    print(f"\nwrote {folder} in {wall:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

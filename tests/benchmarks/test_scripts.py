@@ -1,0 +1,198 @@
+"""Smoke tests of the other benchmark scripts' core functions on tiny configurations, and of
+``scoresde recommend`` on a small table.
+
+Each checks what its script reports, not only that it runs: the FID table has one row per
+(sampler, budget) plus the reference, with measured NFE within budget and the same prior draws
+for every sampler; the overhead rows are positive times with the scoresde row as the unit;
+the recommendation ranks by the table's errors and names the peer that wins.
+"""
+
+import argparse
+import math
+
+import pytest
+import torch
+
+import scoresde as S
+from benchmarks import fid_vs_steps as F
+from benchmarks import overhead as O
+from benchmarks.common import read_tsv, write_tsv
+from benchmarks.exact_error import steps_for_budget
+from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
+from scoresde.metrics import FeatureStats, InceptionFeatures
+from scoresde.recommend import add_recommend_parser, format_recommendation, latest_table, recommend
+from tests.metrics.fid_helpers import write_tiny_feature_net
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
+
+
+def tiny_model():
+    data = S.GaussianMixture(torch.stack([torch.ones(1, 8, 8), -torch.ones(1, 8, 8)]), stds=0.5)
+    return F.Model(data.denoiser(S.VPSDE(), "eps"), (1, 8, 8), lambda x: torch.sigmoid(x))
+
+
+def test_fid_table_has_every_cell_and_the_reference(tmp_path):
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    keys = sorted(S.SAMPLERS)
+    rows = F.fid_table(
+        tiny_model(),
+        extractor,
+        reference,
+        samplers=keys,
+        nfes=(2, 4),
+        grid="uniform_lambda",
+        reference_sampler="euler_maruyama",
+        reference_steps=8,
+        n=12,
+        batch_size=5,
+        seed=0,
+        device=torch.device("cpu"),
+        log=lambda m: None,
+    )
+    cells = [r for r in rows if r["role"] == "cell"]
+    fits = {
+        (k, b) for k in keys for b in (2, 4) if steps_for_budget(S.get_sampler(k), b) is not None
+    }
+    assert {(r["sampler"], r["nfe_budget"]) for r in cells} == fits
+    assert all(r["nfe"] <= r["nfe_budget"] and math.isfinite(r["fid"]) for r in cells)
+    [ref] = [r for r in rows if r["role"] == "reference"]
+    assert ref["nfe"] == 8 and math.isfinite(ref["fid"])
+    write_tsv(tmp_path / "fid.tsv", rows, F.COLUMNS)
+    assert len(read_tsv(tmp_path / "fid.tsv")) == len(rows)
+
+
+def test_fid_cells_of_a_deterministic_sampler_share_prior_draws(tmp_path):
+    """Same seed and sampler => identical FID: the prior draws come from the batch seeds."""
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    kw = dict(n=10, batch_size=4, seed=3, device=torch.device("cpu"))
+    a = F.fid_cell(
+        tiny_model(), S.get_sampler("pf_euler"), S.UniformLambda(), 3, extractor, reference, **kw
+    )
+    b = F.fid_cell(
+        tiny_model(), S.get_sampler("pf_euler"), S.UniformLambda(), 3, extractor, reference, **kw
+    )
+    assert a["fid"] == b["fid"]
+
+
+def test_load_checkpoint_names_what_to_adapt_when_no_loader_exists():
+    try:
+        import scoresde.checkpoint  # noqa: F401
+    except ImportError:
+        with pytest.raises(NotImplementedError, match="load_checkpoint must be adapted"):
+            F.load_checkpoint("missing.pt", "cpu")
+    else:
+        pytest.skip("a checkpoint loader exists; covered by the training branch's tests")
+
+
+def test_overhead_rows_time_every_registered_method_against_its_peers():
+    rows, forward_s, desc = O.measure(batch=2, shape=(1, 8, 8), nfe=4, repeats=1)
+    assert forward_s > 0 and desc
+    ours = [r for r in rows if r["implementation"] == "scoresde"]
+    timed = {v[0] for v in O.METHODS.values() if v[0] in S.SAMPLERS}
+    assert {r["sampler"] for r in ours} == {
+        k for k in timed if steps_for_budget(S.get_sampler(k), 4)
+    }
+    for r in rows:
+        assert r["time_per_nfe_s"] > 0 and r["nfe"] <= 4
+        if r["implementation"] == "scoresde":
+            assert r["ratio_vs_scoresde"] == 1.0
+
+
+def table(tmp_path):
+    rows = []
+    for problem, scale in (("p1_ddpm", 1.0), ("p2_ddpm", 10.0)):
+        for sampler, grid, nfe, err in [
+            ("a", "g1", 10, 1e-2),
+            ("a", "g1", 20, 1e-3),
+            ("b", "g1", 10, 2e-2),
+            ("b", "g2", 10, 5e-3),
+            ("b", "g2", 20, 4e-3),
+        ]:
+            rows.append(
+                {
+                    "problem": problem,
+                    "family": "scoresde",
+                    "sampler": sampler,
+                    "grid": grid,
+                    "nfe": nfe,
+                    "median_error": err * scale,
+                }
+            )
+        rows.append(
+            {
+                "problem": problem,
+                "family": "diffusers",
+                "sampler": "DDIM",
+                "grid": "trailing",
+                "nfe": 10,
+                "median_error": 3e-3 * scale,
+            }
+        )
+    path = tmp_path / "2026-01-01_cpu" / "exact_error.tsv"
+    path.parent.mkdir()
+    return write_tsv(path, rows, ["problem", "family", "sampler", "grid", "nfe", "median_error"])
+
+
+def test_recommend_ranks_by_error_within_budget_and_shows_a_winning_peer(tmp_path):
+    path = table(tmp_path)
+    res = recommend(10, "p1_ddpm", table=path)
+    assert [(r["sampler"], r["grid"]) for r in res["ranking"]] == [
+        ("b", "g2"),
+        ("a", "g1"),
+        ("b", "g1"),
+    ]
+    assert res["ranking"][0]["errors"]["p1_ddpm"] == (5e-3, 10)
+    text = format_recommendation(res)
+    assert "DDIM" in text and "peer wins" in text
+    res20 = recommend(20, table=path)
+    assert res20["ranking"][0]["sampler"] == "a" and res20["ranking"][0]["score"] == pytest.approx(
+        1.0
+    )
+    assert latest_table(tmp_path) == path
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"nfe": 0}, "nfe must be"),
+        ({"nfe": 5}, "below the smallest"),
+        ({"nfe": 10, "problem": "nope"}, "problem must be one of"),
+    ],
+)
+def test_recommend_rejects_bad_arguments(tmp_path, kwargs, match):
+    path = table(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        recommend(table=path, **kwargs)
+
+
+def test_recommend_subcommand_registers_and_runs(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="scoresde")
+    add_recommend_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["recommend", "--nfe", "20", "--table", str(table(tmp_path))])
+    assert args.func(args) == 0
+    assert "Best samplers at <= 20 NFE" in capsys.readouterr().out
+
+
+def test_plots_are_written_from_table_rows(tmp_path):
+    rows = [
+        {"problem": p, "family": f, "sampler": s, "grid": "g", "nfe": n, "median_error": e / n}
+        for p in ("a_ddpm", "b_ve")
+        for f, s, e in (("scoresde", "x", 1.0), ("diffusers", "D", 2.0), ("k-diffusion", "k", 3.0))
+        for n in (5, 10, 20)
+    ]
+    sw = [
+        {"problem": "a", "sampler": "s", "grid": "g", "nfe": n, "sw2": 1 / n, "sw2_floor": 0.01}
+        for n in (5, 10)
+    ]
+    fids = [{"role": "cell", "sampler": "s", "grid": "g", "nfe": n, "fid": 50 / n} for n in (5, 10)]
+    fids.append({"role": "reference", "sampler": "r", "grid": "g", "nfe": 1000, "fid": 2.0})
+    paths = [
+        plot_exact_error(rows, tmp_path / "e.png"),
+        plot_exact_error(rows, tmp_path / "b.png", envelope=True),
+        plot_sw(sw, tmp_path / "s.png"),
+        plot_fid(fids, tmp_path / "f.png"),
+    ]
+    for path in paths:
+        assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"

@@ -51,6 +51,11 @@ GRIDS: dict[str, Callable[[], S.TimeGrid]] = {
     "quadratic": S.Quadratic,
 }
 QUICK_GRIDS = ("uniform_time", "uniform_lambda", "karras")
+# samplers that also run on an ``Optimized`` grid, fitted per problem and step count on
+# ``OPTIMIZED_DRAWS`` prior draws independent of the evaluation draw
+OPTIMIZED_SAMPLERS = ("unipc", "deis_3", "dpm_solver_pp_2m", "dpm_solver_3m")
+OPTIMIZED_DRAWS = 16
+OPTIMIZED_EVALS = 300
 # tolerances swept for samplers whose NFE is not fixed by the step count (adaptive)
 ADAPTIVE_RTOLS = (3e-1, 1e-1, 3e-2, 1e-2, 1e-3)
 PATH_COLUMNS = [
@@ -253,6 +258,18 @@ def run_ours(
     return res, time.perf_counter() - start, ""
 
 
+def optimized_grid(sampler: S.Sampler, problem: Problem, seed: int) -> S.TimeGrid:
+    """An ``Optimized`` grid for ``sampler`` on this problem's exact model, fitted on its own
+    prior draws (seed ``seed + 100``, never the evaluation draw)."""
+    return S.Optimized(
+        sampler,
+        problem.data.denoiser(problem.sde, "eps"),
+        shape=(OPTIMIZED_DRAWS, *problem.data.event_shape),
+        seed=seed + 100,
+        max_evals=OPTIMIZED_EVALS,
+    )
+
+
 def path_rows_ours(
     problem: Problem,
     refs: References,
@@ -260,6 +277,7 @@ def path_rows_ours(
     grids: Sequence[str],
     nfes: Sequence[int],
     seed: int,
+    optimized: Sequence[str] = (),
 ) -> list[dict]:
     rows = []
     base = {
@@ -283,12 +301,16 @@ def path_rows_ours(
                     )
                 rows.append(row)
             continue
-        for grid_key in grids:
+        grid_makers = {g: GRIDS[g] for g in grids}
+        if key in optimized:
+            grid_makers["optimized"] = lambda proto=proto: optimized_grid(proto, problem, seed)
+        for grid_key, make_grid in grid_makers.items():
+            grid = make_grid()  # one object per sampler: Optimized caches a fit per step count
             for budget in nfes:
                 n = steps_for_budget(proto, budget)
                 if n is None:
                     continue
-                res, secs, note = run_ours(proto, problem, refs.x_T, GRIDS[grid_key](), n, seed)
+                res, secs, note = run_ours(proto, problem, refs.x_T, grid, n, seed)
                 row = {
                     **base,
                     "sampler": key,
@@ -654,6 +676,7 @@ class Config:
     n_dist_high_dim: int = 5000
     peers: bool = True
     seed: int = 0
+    optimized: tuple[str, ...] = OPTIMIZED_SAMPLERS
 
     @classmethod
     def quick(cls) -> Config:
@@ -664,6 +687,7 @@ class Config:
             n_paths_high_dim=32,
             n_dist=1000,
             n_dist_high_dim=500,
+            optimized=(),
         )
 
 
@@ -693,7 +717,10 @@ def run(cfg: Config, *, log: Callable[[str], None] = print) -> tuple[list[dict],
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         refs = References(problem, x_T)
-        parts = [("scoresde", path_rows_ours, (keys, cfg.grids, cfg.nfes, cfg.seed))]
+        optimized = [k for k in cfg.optimized if k in keys]
+        parts = [
+            ("scoresde", path_rows_ours, (keys, cfg.grids, cfg.nfes, cfg.seed, optimized))
+        ]
         if cfg.peers:
             parts += [
                 ("diffusers", path_rows_diffusers, (cfg.nfes,)),
@@ -733,6 +760,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nfe", nargs="+", type=int, help=f"NFE budgets (default {list(NFES)})")
     parser.add_argument("--grids", nargs="+", help=f"time grids (default {list(GRIDS)})")
     parser.add_argument("--no-peers", action="store_true", help="skip diffusers and k-diffusion")
+    parser.add_argument(
+        "--optimized",
+        nargs="*",
+        help=f"samplers that also run on a fitted Optimized grid (default {list(OPTIMIZED_SAMPLERS)}"
+        ", none with --quick; give no names for none)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", help="result folder (default benchmarks/results/<date>_cpu[_quick])"
@@ -750,6 +783,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg.nfes = tuple(args.nfe)
     if args.grids:
         cfg.grids = tuple(args.grids)
+    if args.optimized is not None:
+        cfg.optimized = tuple(args.optimized)
     folder = result_dir("cpu", suffix="_quick" if args.quick else "", out=args.out)
     start = time.perf_counter()
     rows, sw, timings = run(cfg)

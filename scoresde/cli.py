@@ -1,4 +1,4 @@
-"""Command line: ``python -m scoresde {demo, ...}``."""
+"""Command line: ``python -m scoresde {demo, train, sample, nll, recommend}``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="silence per-sampler progress lines"
     )
     demo.set_defaults(func=_demo)
+    from .recommend import add_recommend_parser
+
+    add_recommend_parser(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
-from .base import GridSchedule, Sampler, SampleResult, StepInfo
+from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
 from .dpm_solver import (
     DDIM,
     DPMSolver1,
@@ -48,6 +48,7 @@ __all__ = [
     "get_sampler",
     "sample",
     "Sampler",
+    "AffineStep",
     "SampleResult",
     "StepInfo",
     "GridSchedule",

@@ -22,7 +22,7 @@ from ..denoiser import Denoiser
 from ..noise import NoiseSource
 from ..sde import SDE
 
-__all__ = ["Sampler", "SampleResult", "StepInfo", "GridSchedule"]
+__all__ = ["Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule"]
 
 
 @dataclass
@@ -173,3 +173,30 @@ class GridSchedule:
     def cast(c: Tensor, like: Tensor) -> Tensor:
         """Move a float64 coefficient table to ``like``'s device and dtype (once per run)."""
         return c.to(device=like.device, dtype=like.dtype)
+
+
+class AffineStep(Sampler):
+    """Base of the one-evaluation samplers whose step is affine in the state, the prediction and
+    one noise draw: ``x_{i+1} = c_x[i] x_i + c_eps[i] eps(x_i, t_i) + c_z[i] z_i``.
+
+    A subclass gives the three float64 coefficient tables in :meth:`coefficients` (``c_z`` is
+    ``None`` for a deterministic sampler); ``init`` casts them once and ``step`` is shared.
+    """
+
+    @abstractmethod
+    def coefficients(self, s: GridSchedule) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(c_x, c_eps, c_z)``, one entry per step of the grid ``s``."""
+
+    def init(self, denoiser, sde, ts, x):
+        s = GridSchedule.of(sde, ts)
+        c_x, c_eps, c_z = self.coefficients(s)
+        cast = GridSchedule.cast
+        # times stay float64: they feed the schedule inside the Denoiser
+        return s.t.to(x.device), cast(c_x, x), cast(c_eps, x), None if c_z is None else cast(c_z, x)
+
+    def step(self, denoiser, sde, ts, i, x, state, noise):
+        t, c_x, c_eps, c_z = state
+        x_next = c_x[i] * x + c_eps[i] * denoiser.predict(x, t[i]).eps
+        if c_z is not None:
+            x_next = x_next + c_z[i] * noise(ts[i], ts[i + 1], x)
+        return x_next, state

@@ -10,7 +10,7 @@ Every stage evaluates ``F(x, t) = f(t) x + c(t) eps(x, t)`` with ``c = g^2 / (2 
 
 from __future__ import annotations
 
-from .base import GridSchedule, Sampler
+from .base import AffineStep, GridSchedule, Sampler
 
 __all__ = ["PFEuler", "PFHeun", "PFRK4", "EDMHeun"]
 
@@ -21,7 +21,7 @@ def _drift_coefficients(sde, t):
     return s.f, s.g2 / (2.0 * s.sigma)
 
 
-class PFEuler(Sampler):
+class PFEuler(AffineStep):
     r"""Euler's method on the probability-flow ODE.
 
     ``x_{i+1} = (1 + h f_i) x_i + h g2_i / (2 sigma_i) eps(x_i, t_i)``, ``h = t_{i+1} - t_i < 0``.
@@ -36,18 +36,9 @@ class PFEuler(Sampler):
     nfe_per_step = 1
     reference = "song2021sde"
 
-    def init(self, denoiser, sde, ts, x):
-        s = GridSchedule.of(sde, ts)
+    def coefficients(self, s):
         h = s.t[1:] - s.t[:-1]
-        a = 1.0 + h * s.f[:-1]
-        b = h * s.g2[:-1] / (2.0 * s.sigma[:-1])
-        # times stay float64: they feed the schedule inside the Denoiser
-        return s.t.to(x.device), GridSchedule.cast(a, x), GridSchedule.cast(b, x)
-
-    def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, a, b = state
-        eps = denoiser.predict(x, t[i]).eps
-        return a[i] * x + b[i] * eps, state
+        return 1.0 + h * s.f[:-1], h * s.g2[:-1] / (2.0 * s.sigma[:-1]), None
 
 
 class PFHeun(Sampler):

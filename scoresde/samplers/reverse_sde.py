@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..noise import BrownianNoise
-from .base import GridSchedule, Sampler, StepInfo
+from .base import AffineStep, GridSchedule, Sampler, StepInfo
 
 __all__ = ["EulerMaruyama", "ReverseDiffusion", "Ancestral", "TorchsdeSampler"]
 
@@ -40,7 +40,7 @@ def _transition(s: GridSchedule) -> tuple[Tensor, Tensor]:
     return a, G2
 
 
-class EulerMaruyama(Sampler):
+class EulerMaruyama(AffineStep):
     r"""Euler–Maruyama on the reverse SDE.
 
     ``x_{i+1} = (1 + h f_i) x_i + h g2_i / sigma_i eps(x_i, t_i) + sqrt(-h g2_i) z_i`` with
@@ -58,23 +58,12 @@ class EulerMaruyama(Sampler):
     nfe_per_step = 1
     reference = "song2021sde"
 
-    def init(self, denoiser, sde, ts, x):
-        s = GridSchedule.of(sde, ts)
+    def coefficients(self, s):
         h = s.t[1:] - s.t[:-1]
-        a = 1.0 + h * s.f[:-1]
-        b = h * s.g2[:-1] / s.sigma[:-1]
-        c = (-h * s.g2[:-1]).sqrt()
-        cast = GridSchedule.cast
-        return cast(s.t, x), cast(a, x), cast(b, x), cast(c, x)
-
-    def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, a, b, c = state
-        eps = denoiser.predict(x, t[i]).eps
-        z = noise(ts[i], ts[i + 1], x)
-        return a[i] * x + b[i] * eps + c[i] * z, state
+        return 1.0 + h * s.f[:-1], h * s.g2[:-1] / s.sigma[:-1], (-h * s.g2[:-1]).sqrt()
 
 
-class ReverseDiffusion(Sampler):
+class ReverseDiffusion(AffineStep):
     r"""Reverse diffusion: the forward chain's discretisation run backwards (score_sde's
     ``ReverseDiffusionPredictor``).
 
@@ -99,20 +88,12 @@ class ReverseDiffusion(Sampler):
     nfe_per_step = 1
     reference = "song2021sde"
 
-    def init(self, denoiser, sde, ts, x):
-        s = GridSchedule.of(sde, ts)
+    def coefficients(self, s):
         a, G2 = _transition(s)
-        cast = GridSchedule.cast
-        return cast(s.t, x), cast(2.0 - a, x), cast(-G2 / s.sigma[:-1], x), cast(G2.sqrt(), x)
-
-    def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, c_x, c_eps, c_z = state
-        eps = denoiser.predict(x, t[i]).eps
-        z = noise(ts[i], ts[i + 1], x)
-        return c_x[i] * x + c_eps[i] * eps + c_z[i] * z, state
+        return 2.0 - a, -G2 / s.sigma[:-1], G2.sqrt()
 
 
-class Ancestral(Sampler):
+class Ancestral(AffineStep):
     r"""Ancestral sampling: DDPM's (VP-type) or NCSN's (VE-type) reverse Markov chain.
 
     The mean is the Gaussian posterior ``E[x_{t_{i+1}} | x_{t_i}, x0]`` with ``x0`` from the
@@ -141,24 +122,11 @@ class Ancestral(Sampler):
     nfe_per_step = 1
     reference = "ho2020ddpm"
 
-    def init(self, denoiser, sde, ts, x):
-        s = GridSchedule.of(sde, ts)
+    def coefficients(self, s):
         a, G2 = _transition(s)
         alpha_constant = bool((s.alpha == s.alpha[0]).all())
         var = G2 * (s.sigma[1:] / s.sigma[:-1]) ** 2 if alpha_constant else G2
-        cast = GridSchedule.cast
-        return (
-            cast(s.t, x),
-            cast(1.0 / a, x),
-            cast(-G2 / (a * s.sigma[:-1]), x),
-            cast(var.sqrt(), x),
-        )
-
-    def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, c_x, c_eps, c_z = state
-        eps = denoiser.predict(x, t[i]).eps
-        z = noise(ts[i], ts[i + 1], x)
-        return c_x[i] * x + c_eps[i] * eps + c_z[i] * z, state
+        return 1.0 / a, -G2 / (a * s.sigma[:-1]), var.sqrt()
 
 
 # -------------------------------------------------------------------------------------------

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import GridSchedule, Sampler
+from .base import AffineStep, GridSchedule, Sampler
 
 __all__ = ["SDEDPMSolver1", "SDEDPMSolverPP2M"]
 
 
-class SDEDPMSolver1(Sampler):
+class SDEDPMSolver1(AffineStep):
     r"""SDE-DPM-Solver-1: first-order exponential integrator of the reverse SDE, noise prediction.
 
     ``x_{i+1} = (alpha_{i+1} / alpha_i) x_i - 2 sigma_{i+1} (e^h - 1) eps(x_i, t_i)
@@ -47,20 +47,12 @@ class SDEDPMSolver1(Sampler):
     nfe_per_step = 1
     reference = "lu2022dpmsolverpp"
 
-    def init(self, denoiser, sde, ts, x):
-        s = GridSchedule.of(sde, ts)
+    def coefficients(self, s):
         h = s.lambda_[1:] - s.lambda_[:-1]
         c_x = torch.exp(s.alpha[1:].log() - s.alpha[:-1].log())
         c_eps = -2.0 * s.sigma[1:] * torch.expm1(h)
         c_z = s.sigma[1:] * torch.expm1(2.0 * h).sqrt()
-        cast = GridSchedule.cast
-        return cast(s.t, x), cast(c_x, x), cast(c_eps, x), cast(c_z, x)
-
-    def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, c_x, c_eps, c_z = state
-        eps = denoiser.predict(x, t[i]).eps
-        z = noise(ts[i], ts[i + 1], x)
-        return c_x[i] * x + c_eps[i] * eps + c_z[i] * z, state
+        return c_x, c_eps, c_z
 
 
 class SDEDPMSolverPP2M(Sampler):

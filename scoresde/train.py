@@ -137,11 +137,8 @@ def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
 
 
 @torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)
+def _ema_update(ema: list[Tensor], params: list[Tensor], decay: float) -> None:
+    torch._foreach_lerp_(ema, params, 1.0 - decay)
 
 
 def train(
@@ -200,8 +197,9 @@ def train(
     device = next(model.parameters()).device
     model.train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # foreach: one kernel per op over all parameters (the default only on GPUs)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
     gen = torch.Generator().manual_seed(config.seed)
     header = {
@@ -237,6 +235,7 @@ def train(
     t_sampler = TimeSampler.parse(config.t_sampler)
     local = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
     per_epoch = data.shape[0] // config.batch_size
+    params, ema_params = list(model.parameters()), list(ema.parameters())
     timing = dict.fromkeys(("data", "forward", "backward", "optimizer", "checkpoint"), 0.0)
 
     def save(step: int) -> None:
@@ -266,14 +265,14 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
     log = None if (out_dir is None or rank != 0) else open(out_dir / "log.jsonl", "a")  # noqa: SIM115
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, desc="train")
-    session_steps, window = 0, []
+    session_steps, window, perm, perm_epoch = 0, [], None, -1
     try:
         while step < config.steps:
             t0 = time.perf_counter()
             epoch, j = divmod(step, per_epoch)
-            idx = _epoch_permutation(data.shape[0], config.seed, epoch)[
-                j * config.batch_size : (j + 1) * config.batch_size
-            ]
+            if perm_epoch != epoch:
+                perm, perm_epoch = _epoch_permutation(data.shape[0], config.seed, epoch), epoch
+            idx = perm[j * config.batch_size : (j + 1) * config.batch_size]
             x0 = data[idx]
             x0 = images_to_float(x0) if x0.dtype == torch.uint8 else x0
             t = t_sampler.sample(denoiser.sde, config.batch_size, generator=gen)
@@ -295,12 +294,12 @@ def train(
             loss.backward()
             t3 = time.perf_counter()
             if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
             lr = config.lr * min(1.0, (step + 1) / config.warmup) if config.warmup else config.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()
-            _ema_update(ema, model, min(config.ema_decay, (1 + step) / (10 + step)))
+            _ema_update(ema_params, params, min(config.ema_decay, (1 + step) / (10 + step)))
             value = loss.detach()
             if world > 1:
                 dist.all_reduce(value)

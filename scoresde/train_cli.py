@@ -102,6 +102,11 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument(
         "--grid", default="uniform_time", choices=("uniform_time", "uniform_lambda", "karras")
     )
+    p.add_argument(
+        "--denoise-final",
+        action="store_true",
+        help="replace the last state by the model's x0 prediction (one of the --nfe calls)",
+    )
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PNG file (images) or .pt file (any data)")
@@ -283,7 +288,8 @@ def run_sample(args) -> int:
         denoiser = load_denoiser(ckpt, ema=not args.no_ema)
         denoiser.net.to(args.device)
         sampler = get_sampler(args.sampler)
-        n_steps = nfe_to_steps(sampler, args.nfe)
+        # the final x0 prediction is one more network call, paid from the same budget
+        n_steps = nfe_to_steps(sampler, args.nfe - 1 if args.denoise_final else args.nfe)
         cfg = ckpt["model_config"]
         shape = (
             (args.n, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
@@ -299,6 +305,7 @@ def run_sample(args) -> int:
             n_steps=n_steps,
             grid=_grid(args.grid),
             generator=gen,
+            denoise_final=args.denoise_final,
             progress=False,
             device=args.device,
         )
@@ -317,7 +324,8 @@ def run_sample(args) -> int:
         torch.save(res.x.cpu(), out)
     print(
         f"{args.n} samples with {args.sampler} ({n_steps} steps, {res.nfe} NFE measured, "
-        f"grid {args.grid}) in {seconds:.1f}s -> {out}"
+        f"grid {args.grid}{', denoised final step' if args.denoise_final else ''}) "
+        f"in {seconds:.1f}s -> {out}"
     )
     return 0
 

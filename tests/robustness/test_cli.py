@@ -50,6 +50,8 @@ def test_train_sample_and_nll_run_from_the_checkpoint_alone(tmp_path, fake_mnist
     grid = tmp_path / "grid.png"
     assert run(f"sample --ckpt {out}/ema.pt --sampler pf_euler --nfe 3 --n 4 --out {grid}") == 0
     assert "3 NFE measured" in capsys.readouterr().out
+    assert run(f"sample --ckpt {out}/ema.pt --nfe 3 --n 4 --denoise-final --out {grid}") == 0
+    assert "(2 steps, 3 NFE measured" in capsys.readouterr().out
     # 2x2 tiles of 28 pixels with a 2-pixel border
     assert matplotlib.image.imread(grid).shape[:2] == (2 + 2 * 30, 2 + 2 * 30)
 

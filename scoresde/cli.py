@@ -34,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
     from .recommend import add_recommend_parser
+    from .train_cli import add_train_parsers
 
+    add_train_parsers(sub)
     add_recommend_parser(sub)
     return parser
 

@@ -1,0 +1,209 @@
+r"""Denoising score matching (Vincent 2011; Song et al. 2021), in any parameterization.
+
+For data ``x0``, a time ``t ~ p(t)`` on ``[t_min, T]`` and ``eps ~ N(0, I)``, the network sees
+``x_t = alpha_t x0 + sigma_t eps`` and regresses its *native* output ``F`` against the matching
+target ``y = from_x0_eps(x0, eps, alpha_t, sigma_t, parameterization)`` (eps, x0, v or the
+conditional score ``-eps / sigma_t``). Every weighting is the same objective up to a factor
+``w(t)``:
+
+.. math::
+
+    J = \frac{1}{T - t_{min}} \int_{t_{min}}^{T} w(t)\,
+        \mathbb{E}\Big[\tfrac{1}{d}\|F(x_t, t) - y\|^2\Big]\,dt
+      \approx \frac{1}{B}\sum_b \frac{w(t_b)}{(T - t_{min})\,p(t_b)}\,\tfrac{1}{d}\|F_b - y_b\|^2,
+
+estimated without bias by drawing ``t`` from any density ``p`` (importance sampling). The error in
+``eps`` is ``k(t)`` times the native error, with ``k = 1`` (eps), ``-alpha/sigma`` (x0),
+``alpha/(alpha^2 + sigma^2)`` (v) and ``-sigma`` (score), and the weightings are
+
+- ``"none"``: ``w = 1``, the plain MSE of the native output (DDPM's ``L_simple`` for eps);
+- ``"snr"``:  ``w = k^2``, the eps MSE, i.e. the x0 MSE weighted by ``SNR = alpha^2/sigma^2``
+  (Kingma et al. 2021, VDM, eq. 13 with a constant ``dSNR`` factor dropped);
+- ``"likelihood"``: ``w = g(t)^2 k^2 / sigma^2 = g(t)^2 ||score error||^2 / ||native error||^2``,
+  Song, Durkan, Murray & Ermon 2021 (eq. 7 / Thm. 1): then
+  ``(T - t_min) J / 2 * d`` is the score-matching term of their bound on ``-log p`` (nats).
+
+Importance sampling for the likelihood weighting (Song et al. 2021, Sec. 5): since
+``g^2 / sigma^2 = d log sigma^2/dt - 2 d log alpha/dt = -2 d lambda/dt``, the proposal
+``p(t) ∝ g^2/sigma^2`` is *uniform in* ``lambda_ = log(alpha/sigma)``; :class:`LambdaTimeSampler`
+draws it through ``sde.inverse_lambda`` for every SDE, and the eps-parameterised likelihood
+weight ``w/p`` becomes the constant ``2 (lambda(t_min) - lambda(T)) (T - t_min)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .denoiser import Denoiser
+from .parameterization import Parameterization, from_x0_eps
+from .sde import SDE
+from .utils import as_time, expand_to
+
+__all__ = ["dsm_loss", "TimeSampler", "UniformTimeSampler", "LambdaTimeSampler", "WEIGHTINGS"]
+
+WEIGHTINGS = ("none", "snr", "likelihood")
+
+
+class TimeSampler:
+    """A density ``p(t)`` on ``[t_min, T]``: :meth:`sample` draws float64 times, :meth:`density`
+    evaluates ``p``."""
+
+    name: str
+
+    def sample(self, sde: SDE, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def density(self, sde: SDE, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    @staticmethod
+    def parse(value: TimeSampler | str | None) -> TimeSampler:
+        if value is None:
+            return UniformTimeSampler()
+        if isinstance(value, TimeSampler):
+            return value
+        choices = {"uniform": UniformTimeSampler, "lambda": LambdaTimeSampler}
+        if value not in choices:
+            raise ValueError(
+                f"t_sampler must be a TimeSampler or one of {sorted(choices)}; got {value!r}"
+            )
+        return choices[value]()
+
+
+class UniformTimeSampler(TimeSampler):
+    """``t ~ U(t_min, T)``."""
+
+    name = "uniform"
+
+    def sample(self, sde, n, *, generator=None):
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        return sde.t_min + (sde.T - sde.t_min) * u
+
+    def density(self, sde, t):
+        return torch.full_like(as_time(t), 1.0 / (sde.T - sde.t_min))
+
+
+class LambdaTimeSampler(TimeSampler):
+    r"""``lambda_(t) ~ U(lambda_(T), lambda_(t_min))``, i.e. ``p(t) ∝ g(t)^2 / sigma(t)^2``: the
+    importance distribution of the likelihood weighting (Song et al. 2021, Sec. 5), for any SDE.
+
+    ``p(t) = -lambda'(t) / Lambda = g^2 / (2 sigma^2 Lambda)`` with
+    ``Lambda = lambda(t_min) - lambda(T)``.
+    """
+
+    name = "lambda"
+
+    def _range(self, sde):
+        return float(sde.lambda_(sde.T)), float(sde.lambda_(sde.t_min))
+
+    def sample(self, sde, n, *, generator=None):
+        lo, hi = self._range(sde)
+        lam = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+        return sde.inverse_lambda(lam).clamp(sde.t_min, sde.T)
+
+    def density(self, sde, t):
+        lo, hi = self._range(sde)
+        t = as_time(t)
+        return sde.g2(t) / (2.0 * sde.sigma(t) ** 2 * (hi - lo))
+
+
+def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """``k(t)``: the eps error per unit of native error (float64)."""
+    if p is Parameterization.EPS:
+        return torch.ones_like(alpha)
+    if p is Parameterization.X0:
+        return -alpha / sigma
+    if p is Parameterization.V:
+        return alpha / (alpha**2 + sigma**2)
+    if p is Parameterization.SCORE:
+        return -sigma
+    raise TypeError(f"parameterization must be a Parameterization; got {p!r}")
+
+
+def loss_weight(
+    denoiser: Denoiser, t: Tensor, *, weighting: str, t_sampler: TimeSampler | str | None = None
+) -> Tensor:
+    """The float64 per-sample factor ``w(t) / ((T - t_min) p(t))`` of :func:`dsm_loss`."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {weighting!r}")
+    sde = denoiser.sde
+    t_sampler = TimeSampler.parse(t_sampler)
+    t = as_time(t)
+    alpha, sigma = sde.alpha(t), sde.sigma(t)
+    if weighting == "none":
+        w = torch.ones_like(t)
+    else:
+        w = _eps_error_factor(denoiser.parameterization, alpha, sigma) ** 2
+        if weighting == "likelihood":
+            w = w * sde.g2(t) / sigma**2
+    return w / ((sde.T - sde.t_min) * t_sampler.density(sde, t))
+
+
+def dsm_loss(
+    denoiser: Denoiser,
+    x0: Tensor,
+    *,
+    weighting: str = "none",
+    t_sampler: TimeSampler | str | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    class_labels: Tensor | None = None,
+    reduce: str = "mean",
+) -> Tensor:
+    """Denoising score-matching loss of ``denoiser`` on the clean batch ``x0`` (see the module
+    docstring for the equations).
+
+    Args:
+        denoiser: the network with its SDE, parameterization and time input; the network is
+            called once, with gradients, on ``(x_t, time_input(t))``.
+        x0: clean data ``(batch, *dims)``.
+        weighting: ``"none"``, ``"snr"`` or ``"likelihood"``.
+        t_sampler: the density of ``t`` (``"uniform"`` default, or ``"lambda"``: importance
+            sampling of the likelihood weighting); the weight corrects for it.
+        t: ``(batch,)`` times to use instead of drawing them (they count as draws of
+            ``t_sampler``).
+        noise: ``eps`` to use instead of drawing it.
+        generator: RNG for ``t`` and ``eps``.
+        class_labels: passed to the network as ``class_labels=`` (class-conditional UNet).
+        reduce: ``"mean"`` over the batch, or ``"none"`` for the ``(batch,)`` per-sample losses.
+    """
+    if reduce not in ("mean", "none"):
+        raise ValueError(f"reduce must be 'mean' or 'none'; got {reduce!r}")
+    if not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
+        raise ValueError("x0 must be a floating-point tensor of shape (batch, *dims)")
+    sde, p = denoiser.sde, denoiser.parameterization
+    t_sampler = TimeSampler.parse(t_sampler)
+    b = x0.shape[0]
+    if t is None:
+        t = t_sampler.sample(sde, b, generator=generator)
+    t = as_time(t)
+    if t.shape != (b,):
+        raise ValueError(f"t must have shape ({b},) to match x0; got {tuple(t.shape)}")
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=generator.device
+                            if generator is not None else x0.device).to(x0.device)  # fmt: skip
+    t = t.to(x0.device)
+    alpha, sigma = expand_to(sde.alpha(t), x0), expand_to(sde.sigma(t), x0)
+    x_t = alpha * x0 + sigma * noise
+    target = from_x0_eps(x0, noise, alpha, sigma, p)
+    t_in = denoiser.time_input(sde, t).to(x0.dtype)
+    out = (
+        denoiser.net(x_t, t_in)
+        if class_labels is None
+        else denoiser.net(x_t, t_in, class_labels=class_labels)
+    )
+    if out.shape != x0.shape:
+        raise ValueError(
+            f"the network returned shape {tuple(out.shape)} for input {tuple(x0.shape)}"
+        )
+    per_sample = (out - target).pow(2).flatten(1).mean(1)
+    weight = loss_weight(denoiser, t, weighting=weighting, t_sampler=t_sampler).to(per_sample)
+    losses = weight * per_sample
+    return losses.mean() if reduce == "mean" else losses

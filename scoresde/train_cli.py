@@ -1,0 +1,408 @@
+"""The ``train``, ``sample`` and ``nll`` subcommands of ``python -m scoresde``.
+
+:func:`add_train_parsers` registers them on an ``argparse`` sub-parser collection; each sets
+``func`` to its handler, which takes the parsed namespace and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["add_train_parsers", "SDE_CHOICES", "make_sde"]
+
+SDE_CHOICES = ("vp", "subvp", "ve", "ddpm")
+
+
+def make_sde(name: str):
+    """The SDE a CLI name stands for, with its paper defaults."""
+    from . import VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+
+    makers = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "ddpm": DiscreteVPSDE.linear}
+    if name not in makers:
+        raise ValueError(f"--sde must be one of {list(makers)}; got {name!r}")
+    return makers[name]()
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints like 1,2,2; got {text!r}"
+        ) from None
+
+
+def add_train_parsers(subparsers) -> None:
+    """Register ``train``, ``sample`` and ``nll`` on ``subparsers`` (from ``add_subparsers``)."""
+    from .data import IMAGE_DATASETS, TOY_DATASETS
+    from .losses import WEIGHTINGS
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a score network (DSM) and write checkpoints",
+        description="Train a score network by denoising score matching. Writes OUT/checkpoint.pt "
+        "(full state, for --resume), OUT/ema.pt (EMA weights, for sample/nll) and OUT/log.jsonl. "
+        "Launch with torchrun for multi-process (DDP) training.",
+    )
+    p.add_argument("--data", required=True, choices=IMAGE_DATASETS + TOY_DATASETS)
+    p.add_argument("--data-dir", help="directory of the idx files (image data sets)")
+    p.add_argument("--toy-size", type=int, default=50_000, help="points in a toy 2-D training set")
+    p.add_argument("--sde", default="vp", choices=SDE_CHOICES)
+    p.add_argument("--parameterization", default="eps", choices=("eps", "x0", "v", "score"))
+    p.add_argument(
+        "--time-input", default="log_sigma", choices=("t", "index", "sigma", "log_sigma")
+    )
+    p.add_argument(
+        "--model", choices=("unet", "mlp"), help="default: unet for images, mlp for toy data"
+    )
+    p.add_argument("--channels", type=int, default=32, help="UNet base width")
+    p.add_argument("--channel-mults", type=_int_tuple, default=(1, 2, 2))
+    p.add_argument("--num-res-blocks", type=int, default=1)
+    p.add_argument("--attention-resolutions", type=_int_tuple, default=(7,))
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--class-conditional", action="store_true", help="condition the UNet on labels")
+    p.add_argument("--width", type=int, default=128, help="MLP width")
+    p.add_argument("--depth", type=int, default=3, help="MLP residual blocks")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--weighting", default="none", choices=WEIGHTINGS)
+    p.add_argument("--t-sampler", default="uniform", choices=("uniform", "lambda"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_train)
+
+    p = subparsers.add_parser("sample", help="draw samples from a checkpoint into a PNG grid")
+    p.add_argument("--ckpt", required=True, help="checkpoint.pt or ema.pt written by train")
+    p.add_argument("--sampler", default="pf_euler", help="registry key (see scoresde.SAMPLERS)")
+    p.add_argument(
+        "--nfe",
+        type=int,
+        required=True,
+        help="network evaluations; must be a count the sampler can spend exactly",
+    )
+    p.add_argument(
+        "--grid", default="uniform_time", choices=("uniform_time", "uniform_lambda", "karras")
+    )
+    p.add_argument(
+        "--denoise-final",
+        action="store_true",
+        help="replace the last state by the model's x0 prediction (one of the --nfe calls)",
+    )
+    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file (images) or .pt file (any data)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_sample)
+
+    p = subparsers.add_parser("nll", help="test-set negative log-likelihood in bits/dim (PF-ODE)")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--data-dir", help="directory of the idx files (default: the checkpoint's)")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--n", type=int, default=None, help="first N images (default: all)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--method", default="dopri5", help="torchdiffeq method")
+    p.add_argument("--seed", type=int, default=0, help="dequantisation and Hutchinson noise")
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the result as JSON to this file")
+    p.set_defaults(func=run_nll)
+
+
+def _error(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _setup_threads(args) -> None:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
+def _resolve_data_dir(name: str, data_dir: str | None) -> Path:
+    from .data import default_data_dir
+
+    if data_dir is not None:
+        return Path(data_dir)
+    found = default_data_dir(name)
+    if found is None:
+        raise ValueError(f"--data-dir is required for --data {name} (or set SCORESDE_DATA)")
+    return found
+
+
+# -------------------------------------------------------------------------------------------
+
+
+def run_train(args) -> int:
+    from . import Denoiser
+    from .data import IMAGE_DATASETS, load_images, toy_2d
+    from .models import ScoreMLP, UNet
+    from .train import TrainConfig, train
+
+    try:
+        _setup_threads(args)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo" if args.device == "cpu" else "nccl")
+        labels = None
+        if args.data in IMAGE_DATASETS:
+            data_dir = _resolve_data_dir(args.data, args.data_dir)
+            images = load_images(data_dir, "train")
+            data, info = images.images, {"name": args.data, "dir": str(data_dir), "split": "train"}
+            labels = images.labels if args.class_conditional else None
+        else:
+            data = toy_2d(args.data, args.toy_size, seed=args.seed)
+            info = {"name": args.data, "n": args.toy_size, "seed": args.seed}
+        model_kind = args.model or ("unet" if args.data in IMAGE_DATASETS else "mlp")
+        torch.manual_seed(args.seed)  # the initial weights
+        if model_kind == "unet":
+            if data.ndim != 4:
+                raise ValueError(
+                    f"--model unet needs image data; --data {args.data} is {tuple(data.shape[1:])}"
+                )
+            net = UNet(
+                in_channels=data.shape[1],
+                image_size=data.shape[-1],
+                channels=args.channels,
+                channel_mults=args.channel_mults,
+                num_res_blocks=args.num_res_blocks,
+                attention_resolutions=args.attention_resolutions,
+                dropout=args.dropout,
+                num_classes=10 if args.class_conditional else None,
+            )
+        else:
+            net = ScoreMLP(math.prod(data.shape[1:]), width=args.width, depth=args.depth)
+        net = net.to(args.device)
+        denoiser = Denoiser(
+            net, make_sde(args.sde), args.parameterization, time_input=args.time_input
+        )
+        config = TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup=args.warmup,
+            grad_clip=args.grad_clip or None,
+            ema_decay=args.ema_decay,
+            weighting=args.weighting,
+            t_sampler=args.t_sampler,
+            seed=args.seed,
+            ckpt_every=args.ckpt_every,
+            log_every=args.log_every,
+        )
+        n_params = sum(p.numel() for p in net.parameters())
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{denoiser!r}\nparameters: {n_params:,}\n{config}", flush=True)
+        result = train(
+            denoiser,
+            data,
+            config,
+            out_dir=args.out,
+            resume=args.resume,
+            labels=labels,
+            data_info=info,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        return _error(str(err))
+    if int(os.environ.get("RANK", "0")) == 0:
+        t = result.timing
+        total = sum(t.values())
+        parts = (
+            ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in t.items())
+            if total
+            else ""
+        )
+        print(
+            f"step {result.step}: loss {result.losses[-1]:.4f}; "
+            f"{result.images_per_s:.1f} images/s; {parts}"
+        )
+        print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _grid(name: str):
+    from .grids import Karras, UniformLambda, UniformTime
+
+    return {"uniform_time": UniformTime, "uniform_lambda": UniformLambda, "karras": Karras}[name]()
+
+
+def nfe_to_steps(sampler, nfe: int) -> int:
+    """The ``n_steps`` at which ``sampler.nfe(n_steps) == nfe``, or ``ValueError`` naming the
+    nearest budgets it can spend exactly."""
+    if not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"--nfe must be an int >= 1; got {nfe!r}")
+    if sampler.nfe(1) is None:
+        raise ValueError(f"sampler {sampler.name!r} is adaptive: its NFE is not fixed in advance")
+    n, possible = 1, []
+    while (cost := sampler.nfe(n)) <= nfe:
+        if cost == nfe:
+            return n
+        possible.append(cost)
+        n += 1
+    above = sampler.nfe(n)
+    raise ValueError(
+        f"sampler {sampler.name!r} cannot spend exactly --nfe {nfe}: it spends "
+        f"{possible[-1] if possible else 'none'} or {above} network calls at "
+        f"n_steps = {n - 1} or {n}"
+    )
+
+
+def run_sample(args) -> int:
+    from . import get_sampler, sample
+    from .checkpoint import load, load_denoiser
+    from .data import float_to_images
+
+    try:
+        _setup_threads(args)
+        if args.n < 1:
+            raise ValueError(f"--n must be >= 1; got {args.n}")
+        ckpt = load(args.ckpt, map_location=args.device)
+        denoiser = load_denoiser(ckpt, ema=not args.no_ema)
+        denoiser.net.to(args.device)
+        sampler = get_sampler(args.sampler)
+        # the final x0 prediction is one more network call, paid from the same budget
+        n_steps = nfe_to_steps(sampler, args.nfe - 1 if args.denoise_final else args.nfe)
+        cfg = ckpt["model_config"]
+        shape = (
+            (args.n, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+            if cfg["name"] == "unet"
+            else (args.n, cfg["dim"])
+        )
+        gen = torch.Generator().manual_seed(args.seed)
+        start = time.perf_counter()
+        res = sample(
+            sampler,
+            denoiser,
+            shape=shape,
+            n_steps=n_steps,
+            grid=_grid(args.grid),
+            generator=gen,
+            denoise_final=args.denoise_final,
+            progress=False,
+            device=args.device,
+        )
+        seconds = time.perf_counter() - start
+    except (ValueError, FileNotFoundError) as err:
+        return _error(str(err))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".png":
+        if len(shape) != 4:
+            return _error(
+                f"--out {out} is a PNG but the checkpoint's data are not images (shape {shape})"
+            )
+        save_grid(float_to_images(res.x.cpu()), out)
+    else:
+        torch.save(res.x.cpu(), out)
+    print(
+        f"{args.n} samples with {args.sampler} ({n_steps} steps, {res.nfe} NFE measured, "
+        f"grid {args.grid}{', denoised final step' if args.denoise_final else ''}) "
+        f"in {seconds:.1f}s -> {out}"
+    )
+    return 0
+
+
+def save_grid(images, path: Path, *, nrow: int | None = None) -> None:
+    """Tile ``uint8`` images ``(N, C, H, W)`` into a PNG grid with a 2-pixel border."""
+    import matplotlib.image
+
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    pad = 2
+    canvas = torch.zeros((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=torch.uint8)
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        canvas[
+            :,
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + q * (w + pad) : pad + q * (w + pad) + w,
+        ] = images[k]
+    arr = canvas.permute(1, 2, 0).numpy()
+    if c == 1:
+        matplotlib.image.imsave(path, arr[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        matplotlib.image.imsave(path, arr)
+
+
+def run_nll(args) -> int:
+    from .checkpoint import load, load_denoiser
+    from .data import load_images
+    from .likelihood import image_nll_bpd
+
+    try:
+        _setup_threads(args)
+        ckpt = load(args.ckpt, map_location=args.device)
+        denoiser = load_denoiser(ckpt, ema=not args.no_ema)
+        denoiser.net.to(args.device)
+        info = ckpt.get("data", {})
+        data_dir = args.data_dir or info.get("dir")
+        if data_dir is None:
+            raise ValueError("--data-dir is required (the checkpoint records no data directory)")
+        images = load_images(data_dir, args.split).images
+        if args.n is not None:
+            if args.n < 1:
+                raise ValueError(f"--n must be >= 1; got {args.n}")
+            images = images[: args.n]
+        gen = torch.Generator().manual_seed(args.seed)
+        start = time.perf_counter()
+        res = image_nll_bpd(
+            denoiser,
+            images,
+            batch_size=args.batch_size,
+            rtol=args.rtol,
+            atol=args.atol,
+            method=args.method,
+            generator=gen,
+            device=args.device,
+        )
+        seconds = time.perf_counter() - start
+    except (ValueError, FileNotFoundError) as err:
+        return _error(str(err))
+    summary = {
+        "bpd": res.bpd,
+        "stderr": res.stderr,
+        "n": res.n,
+        "split": args.split,
+        "nfe_mean": res.nfe_mean,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "method": args.method,
+        "seconds": round(seconds, 1),
+        "ckpt": str(args.ckpt),
+    }
+    print(
+        f"NLL {res.bpd:.4f} ± {res.stderr:.4f} bits/dim on {res.n} {args.split} images "
+        f"(mean {res.nfe_mean:.0f} NFE/batch, {seconds:.0f}s)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0

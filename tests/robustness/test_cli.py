@@ -1,0 +1,132 @@
+"""The ``train`` / ``sample`` / ``nll`` subcommands end to end on a tiny synthetic idx data set, and
+their errors: a bad path or argument exits with status 2 and a message naming it, an NFE budget
+the sampler cannot spend exactly is refused (``--nfe`` maps to ``n_steps`` through the sampler's
+own ``nfe()``, never by assumption).
+"""
+
+import argparse
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from scoresde import checkpoint as ckpt_io
+from scoresde.train_cli import add_train_parsers, nfe_to_steps
+from tests.robustness.test_data import write_idx
+
+
+def run(argv: str | list) -> int:
+    """Parse and run one command line (a string is split on whitespace, like a shell would)."""
+    parser = argparse.ArgumentParser()
+    add_train_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv.split() if isinstance(argv, str) else [str(a) for a in argv])
+    return args.func(args)
+
+
+@pytest.fixture
+def fake_mnist(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "fake-mnist"
+    d.mkdir()
+    for split, n in (("train", 32), ("t10k", 8)):
+        write_idx(
+            d / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=split == "t10k"
+        )
+        write_idx(d / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, (n,)))
+    return d
+
+
+def test_train_sample_and_nll_run_from_the_checkpoint_alone(tmp_path, fake_mnist, capsys):
+    out = tmp_path / "run"
+    tiny = "--channels 8 --channel-mults 1,2 --attention-resolutions 14"
+    cmd = f"train --data mnist --data-dir {fake_mnist} {tiny} --steps 2 --batch-size 8 --sde subvp"
+    assert run(f"{cmd} --out {out} --no-progress") == 0
+    state = ckpt_io.load(out / "ema.pt")
+    assert state["step"] == 2 and state["sde"]["name"] == "SubVPSDE"
+    assert state["model_config"]["channel_mults"] == [1, 2]
+
+    grid = tmp_path / "grid.png"
+    assert run(f"sample --ckpt {out}/ema.pt --sampler pf_euler --nfe 3 --n 4 --out {grid}") == 0
+    assert "3 NFE measured" in capsys.readouterr().out
+    assert run(f"sample --ckpt {out}/ema.pt --nfe 3 --n 4 --denoise-final --out {grid}") == 0
+    assert "(2 steps, 3 NFE measured" in capsys.readouterr().out
+    # 2x2 tiles of 28 pixels with a 2-pixel border
+    assert matplotlib.image.imread(grid).shape[:2] == (2 + 2 * 30, 2 + 2 * 30)
+
+    result = tmp_path / "nll.json"
+    cmd = f"nll --ckpt {out}/checkpoint.pt --n 4 --batch-size 4 --rtol 1e-2 --atol 1e-2"
+    assert run(f"{cmd} --json {result}") == 0
+    summary = json.loads(result.read_text())
+    assert summary["n"] == 4 and np.isfinite(summary["bpd"]) and summary["bpd"] > 0
+
+
+def test_toy_training_resumes_and_samples_to_a_tensor_file(tmp_path):
+    out = tmp_path / "ring"
+    cmd = f"train --data ring --toy-size 256 --batch-size 32 --out {out} --no-progress"
+    assert run(f"{cmd} --steps 3") == 0
+    assert run(f"{cmd} --steps 5 --resume") == 0
+    assert ckpt_io.load(out / "checkpoint.pt")["step"] == 5
+    assert run(f"sample --ckpt {out}/ema.pt --nfe 4 --n 10 --out {tmp_path}/x.pt") == 0
+    assert torch.load(tmp_path / "x.pt").shape == (10, 2)
+
+
+BAD = {
+    "missing-data-dir": (
+        "train --data mnist --data-dir /no/such/dir --out OUT",
+        "data directory not found: '/no/such/dir'",
+    ),
+    "resume-without-checkpoint": ("train --data ring --out OUT --resume", "no checkpoint at"),
+    "bad-batch-size": (
+        "train --data ring --out OUT --batch-size 0",
+        "batch_size must be an int >= 1; got 0",
+    ),
+    "unet-on-toy": ("train --data ring --out OUT --model unet", "--model unet needs image data"),
+    "missing-ckpt": (
+        "sample --ckpt /no/such.pt --nfe 4 --out x.png",
+        "checkpoint not found: '/no/such.pt'",
+    ),
+    "nll-missing-ckpt": ("nll --ckpt /no/such.pt", "checkpoint not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_paths_and_arguments_exit_2_with_a_message(tmp_path, monkeypatch, capsys, case):
+    argv, message = BAD[case]
+    monkeypatch.chdir(tmp_path)
+    assert run(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_image_data_without_a_directory_is_refused(monkeypatch, capsys):
+    monkeypatch.delenv("SCORESDE_DATA", raising=False)
+    assert run("train --data fashion-mnist --out OUT") == 2
+    assert "--data-dir is required for --data fashion-mnist" in capsys.readouterr().err
+
+
+def test_unknown_sampler_lists_the_valid_names(tmp_path, capsys):
+    out = tmp_path / "ring"
+    run(f"train --data ring --toy-size 64 --batch-size 32 --steps 1 --out {out} --no-progress")
+    assert run(f"sample --ckpt {out}/ema.pt --sampler dpm --nfe 4 --out {tmp_path}/x.pt") == 2
+    assert "unknown sampler 'dpm'; valid names are" in capsys.readouterr().err
+
+
+class TwoCallSampler:
+    """Stands in for a two-evaluation-per-step sampler (Heun-like): nfe(n) = 2n - 1."""
+
+    name = "heun_like"
+
+    def nfe(self, n_steps):
+        return 2 * n_steps - 1
+
+
+def test_nfe_maps_to_steps_through_the_samplers_own_count():
+    s = TwoCallSampler()
+    assert nfe_to_steps(s, 9) == 5
+    with pytest.raises(
+        ValueError, match="cannot spend exactly --nfe 10: it spends 9 or 11 network calls"
+    ):
+        nfe_to_steps(s, 10)
+    with pytest.raises(ValueError, match="--nfe must be an int >= 1; got 0"):
+        nfe_to_steps(s, 0)

@@ -718,9 +718,7 @@ def run(cfg: Config, *, log: Callable[[str], None] = print) -> tuple[list[dict],
         )
         refs = References(problem, x_T)
         optimized = [k for k in cfg.optimized if k in keys]
-        parts = [
-            ("scoresde", path_rows_ours, (keys, cfg.grids, cfg.nfes, cfg.seed, optimized))
-        ]
+        parts = [("scoresde", path_rows_ours, (keys, cfg.grids, cfg.nfes, cfg.seed, optimized))]
         if cfg.peers:
             parts += [
                 ("diffusers", path_rows_diffusers, (cfg.nfes,)),

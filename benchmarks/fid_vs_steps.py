@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -92,49 +91,32 @@ class Model:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device) -> Model:
-    """ADAPT AFTER MERGE: build the :class:`Model` of a training checkpoint.
+    """The :class:`Model` of a scoresde image checkpoint: its EMA denoiser on ``device``, the
+    sample shape ``(C, H, W)`` from the model config, and the map from model space (``[-1, 1]``,
+    :func:`scoresde.data.images_to_float`) to ``[0, 1]``."""
+    from scoresde.checkpoint import load, load_denoiser
 
-    The training branch records the SDE, parameterization, time input, model config and data
-    scaling in its checkpoints and provides a loader (``scoresde.checkpoint`` or
-    ``scoresde.train``); this function should call it and return the EMA weights' denoiser,
-    the sample shape and the map from model space to ``[0, 1]`` (``(x + 1) / 2`` for data scaled
-    to ``[-1, 1]``)."""
-    for module_name in ("scoresde.checkpoint", "scoresde.train"):
-        try:
-            module = __import__(module_name, fromlist=["load_denoiser"])
-        except ImportError:
-            continue
-        if hasattr(module, "load_denoiser"):
-            denoiser, info = module.load_denoiser(path, device=device)
-            return Model(denoiser, tuple(info["shape"]), lambda x: (x + 1) / 2)
-    raise NotImplementedError(
-        "no checkpoint loader in this branch (scoresde.checkpoint / scoresde.train); "
-        "benchmarks.fid_vs_steps.load_checkpoint must be adapted to the training branch's format"
-    )
+    ckpt = load(path, map_location=device)
+    cfg = ckpt["model_config"]
+    if "image_size" not in cfg:
+        raise ValueError(f"{str(path)!r} is not an image model (model config {cfg})")
+    denoiser = load_denoiser(ckpt, map_location=device)
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    return Model(denoiser, shape, lambda x: (x + 1) / 2)
 
 
 def read_mnist_images(data_dir: str | Path, n: int, *, split: str = "train") -> Tensor:
-    """The first ``n`` images of MNIST's raw idx file as uint8 ``(n, 1, 28, 28)``.
+    """The first ``n`` images of MNIST (``data_dir`` or its ``mnist/`` folder) as uint8
+    ``(n, 1, 28, 28)``, through :func:`scoresde.data.load_images`."""
+    from scoresde.data import load_images
 
-    ADAPT AFTER MERGE: use the project's reader (``scoresde.data``) instead."""
-    name = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}[split]
-    path = Path(data_dir) / name
-    if not path.is_file():
-        path = Path(data_dir) / "mnist" / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no MNIST file {name!r} in {str(data_dir)!r} (or its mnist/ folder)"
-        )
-    with open(path, "rb") as f:
-        magic, count, rows, cols = (int(v) for v in np.frombuffer(f.read(16), dtype=">u4"))
-        if magic != 2051:
-            raise ValueError(
-                f"{str(path)!r} is not an idx3 image file (magic {magic}, expected 2051)"
-            )
-        if n > count:
-            raise ValueError(f"ref-n={n} exceeds the {count} images in {str(path)!r}")
-        raw = np.frombuffer(f.read(n * rows * cols), dtype=np.uint8)
-    return torch.from_numpy(raw.reshape(n, 1, rows, cols).copy())
+    folder = Path(data_dir)
+    if not any(folder.glob("*-images-idx3-ubyte*")) and (folder / "mnist").is_dir():
+        folder = folder / "mnist"
+    images = load_images(folder, split).images
+    if n > images.shape[0]:
+        raise ValueError(f"n must be <= {images.shape[0]} for MNIST {split}; got {n}")
+    return images[:n]
 
 
 def reference_stats(

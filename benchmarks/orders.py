@@ -42,7 +42,9 @@ def deterministic_orders() -> list[str]:
     data = gmm_2d()
     refs = {}
     for name, sde in SDES.items():
-        x_T = sde.prior_sample((32, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x_T = sde.prior_sample(
+            (32, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
         refs[name] = (x_T, S.reference_solution(data, sde, x_T).x)
     rows = ["| sampler | declared | " + " | ".join(SDES) + " |", "|---|---|" + "---|" * len(SDES)]
     for key, cls in sorted(SAMPLERS.items()):
@@ -58,7 +60,9 @@ def deterministic_orders() -> list[str]:
             den = data.denoiser(sde)
             errors = []
             for n in counts:
-                res = S.sample(sampler, den, x_T=x_T, n_steps=n, grid=S.UniformLambda(), progress=False)
+                res = S.sample(
+                    sampler, den, x_T=x_T, n_steps=n, grid=S.UniformLambda(), progress=False
+                )
                 errors.append((res.x - ref).norm(dim=1).mean().item())
             cells.append(f"{empirical_order(counts, errors):.2f}")
         rows.append(f"| `{key}` | {sampler.order} | " + " | ".join(cells) + " |")
@@ -68,10 +72,16 @@ def deterministic_orders() -> list[str]:
 def strong_orders() -> list[str]:
     sde = S.VPSDE()
     den = gmm_2d().denoiser(sde)
-    x_T = sde.prior_sample((128, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x_T = sde.prior_sample(
+        (128, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     rows = ["| sampler | declared strong | measured strong (VP) |", "|---|---|---|"]
     for key, cls in sorted(SAMPLERS.items()):
-        if not cls.stochastic or cls.run is not Sampler.run or not getattr(cls, "strong_convergence", True):
+        if (
+            not cls.stochastic
+            or cls.run is not Sampler.run
+            or not getattr(cls, "strong_convergence", True)
+        ):
             continue
         sampler = S.get_sampler(key)
         noise = S.BrownianNoise(seed=7)

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import scoresde as S
 from benchmarks import peers
@@ -61,63 +61,17 @@ COLUMNS = [
 ]
 
 
-class StandInUNet(nn.Module):
-    """A small UNet-shaped conv net (two resolutions, residual blocks, GroupNorm, a time
-    embedding added per block) standing in for ``scoresde.models``' UNet, which this branch does
-    not have (0.31 M parameters at ``channels=32``)."""
-
-    def __init__(self, in_channels: int = 1, channels: int = 32):
-        super().__init__()
-        c = channels
-        self.embed = nn.Sequential(nn.Linear(1, 4 * c), nn.SiLU(), nn.Linear(4 * c, 4 * c))
-        self.inp = nn.Conv2d(in_channels, c, 3, padding=1)
-        self.down = nn.ModuleList([self._block(c), self._block(c)])
-        self.pool = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
-        self.mid = nn.ModuleList([self._block(2 * c), self._block(2 * c)])
-        self.upsample = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
-        self.up = nn.ModuleList([self._block(c), self._block(c)])
-        self.proj = nn.ModuleList(
-            [nn.Linear(4 * c, c), nn.Linear(4 * c, 2 * c), nn.Linear(4 * c, c)]
-        )
-        self.out = nn.Conv2d(c, in_channels, 3, padding=1)
-
-    @staticmethod
-    def _block(c: int) -> nn.Module:
-        return nn.Sequential(
-            nn.GroupNorm(8, c),
-            nn.SiLU(),
-            nn.Conv2d(c, c, 3, padding=1),
-            nn.GroupNorm(8, c),
-            nn.SiLU(),
-            nn.Conv2d(c, c, 3, padding=1),
-        )
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        e = self.embed(t.reshape(-1, 1).to(x.dtype))
-        h = self.inp(x)
-        for block in self.down:
-            h = h + block(h + self.proj[0](e)[:, :, None, None])
-        skip = h
-        h = self.pool(h)
-        for block in self.mid:
-            h = h + block(h + self.proj[1](e)[:, :, None, None])
-        h = self.upsample(h) + skip
-        for block in self.up:
-            h = h + block(h + self.proj[2](e)[:, :, None, None])
-        return self.out(h)
-
-
 def small_unet(shape: Sequence[int]) -> tuple[nn.Module, str]:
-    """The network whose forward time is the yardstick, and its description.
+    """The network whose forward time is the yardstick: the project's UNet in the configuration
+    of the committed MNIST checkpoint (``benchmarks/checkpoints/README.md``), sized for ``shape``."""
+    from scoresde.models import UNet
 
-    ADAPT AFTER MERGE: return the project's small UNet from ``scoresde.models`` (the MNIST
-    checkpoint's configuration) instead of the stand-in."""
-    net = StandInUNet(in_channels=shape[0])
+    c, size = shape[0], shape[-1]
+    attention = (size // 4,) if size % 4 == 0 else ()
+    net = UNet(in_channels=c, image_size=size, channels=32, channel_mults=(1, 2, 2),
+               num_res_blocks=1, attention_resolutions=attention)  # fmt: skip
     n_params = sum(p.numel() for p in net.parameters())
-    return (
-        net,
-        f"StandInUNet ({n_params / 1e6:.2f} M params; scoresde.models absent in this branch)",
-    )
+    return net, f"scoresde.models.UNet ({n_params / 1e6:.2f} M params, MNIST checkpoint config)"
 
 
 def _timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -76,14 +76,26 @@ def test_fid_cells_of_a_deterministic_sampler_share_prior_draws(tmp_path):
     assert a["fid"] == b["fid"]
 
 
-def test_load_checkpoint_names_what_to_adapt_when_no_loader_exists():
-    try:
-        import scoresde.checkpoint  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match="load_checkpoint must be adapted"):
-            F.load_checkpoint("missing.pt", "cpu")
-    else:
-        pytest.skip("a checkpoint loader exists; covered by the training branch's tests")
+def test_load_checkpoint_rebuilds_the_denoiser_and_image_shape(tmp_path):
+    from scoresde.checkpoint import FORMAT, atomic_save, sde_to_dict, time_input_to_dict
+    from scoresde.models import UNet
+
+    net = UNet(in_channels=1, image_size=8, channels=8, channel_mults=(1, 2),
+               attention_resolutions=(4,), groups=4)  # fmt: skip
+    ckpt = {
+        "format": FORMAT,
+        "model_config": net.config,
+        "ema": net.state_dict(),
+        "sde": sde_to_dict(S.VPSDE()),
+        "parameterization": "eps",
+        "time_input": time_input_to_dict(S.ContinuousTime()),
+    }
+    atomic_save(ckpt, tmp_path / "c.pt")
+    model = F.load_checkpoint(tmp_path / "c.pt", "cpu")
+    assert model.shape == (1, 8, 8)
+    x = torch.zeros(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model.denoiser.eps(x, 0.5), net(x, torch.full((2,), 0.5)))
 
 
 def test_overhead_rows_time_every_registered_method_against_its_peers():

@@ -51,3 +51,28 @@ def test_guidance_with_model_kwargs_or_mismatched_keys_is_refused():
         denoiser(g, model_kwargs={"class_labels": torch.ones(2)})
     with pytest.raises(ValueError, match="cond and uncond must have the same keys"):
         S.ClassifierFreeGuidance(2.0, cond={"a": torch.ones(1)}, uncond={"b": torch.ones(1)})
+
+
+def test_class_conditional_sampling_with_the_projects_unet():
+    """The project's UNet with ``num_classes`` (label ``num_classes`` = unconditional) under
+    classifier-free guidance: one batched network call per evaluation, and the guided output is
+    the linear combination of the conditional and unconditional calls."""
+    from scoresde.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, image_size=8, channels=8, channel_mults=(1, 2),
+               attention_resolutions=(4,), groups=4, num_classes=10).eval()  # fmt: skip
+    y = torch.tensor([3, 7])
+    null = torch.full_like(y, 10)
+    g = S.ClassifierFreeGuidance(3.0, cond={"class_labels": y}, uncond={"class_labels": null})
+    sde = S.VPSDE()
+    den = S.Denoiser(net, sde, "eps", guidance=g)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        cond = net(x, torch.full((2,), 0.5), class_labels=y)
+        uncond = net(x, torch.full((2,), 0.5), class_labels=null)
+        torch.testing.assert_close(
+            den.eps(x, 0.5), uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5
+        )
+        res = S.sample("dpm_solver_pp_2m", den, shape=(2, 1, 8, 8), n_steps=5, progress=False)
+    assert res.nfe == 5 and res.x.shape == (2, 1, 8, 8) and torch.isfinite(res.x).all()

@@ -58,6 +58,10 @@ class TrainConfig:
             so that early averages are not dominated by the random initialisation.
         weighting: ``"none" | "snr" | "likelihood"`` (see :mod:`scoresde.losses`).
         t_sampler: ``"uniform"`` or ``"lambda"`` (importance sampling of t).
+        label_dropout: probability of training a labelled example as unconditional (its label
+            replaced by the network's ``num_classes``, the "no class" label), so that the network
+            learns both models classifier-free guidance combines (Ho & Salimans 2022, Alg. 1;
+            0.1 there).
         seed: seeds the batch order and the ``t`` / ``eps`` generator.
         ckpt_every: write a checkpoint every this many steps (and at the end).
         log_every: append a line to ``log.jsonl`` every this many steps.
@@ -72,6 +76,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     weighting: str = "none"
     t_sampler: str = "uniform"
+    label_dropout: float = 0.0
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 50
@@ -88,6 +93,7 @@ class TrainConfig:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {self.weighting!r}")
         TimeSampler.parse(self.t_sampler)
+        check_real("label_dropout", self.label_dropout, low=0.0, high=1.0, high_open=True)
         check_int("seed", self.seed, low=0)
         check_int("ckpt_every", self.ckpt_every, low=1)
         check_int("log_every", self.log_every, low=1)
@@ -184,6 +190,13 @@ def train(
         )
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != data.shape[0]):
         raise ValueError(f"labels must have shape ({data.shape[0]},); got {tuple(labels.shape)}")
+    num_classes = getattr(model, "num_classes", None)
+    if config.label_dropout > 0 and (labels is None or num_classes is None):
+        raise ValueError(
+            f"label_dropout={config.label_dropout} needs labels and a class-conditional network "
+            "(num_classes set); got "
+            + ("no labels" if labels is None else "a network without num_classes")
+        )
     rank, world = _world()
     if config.batch_size % world:
         raise ValueError(
@@ -277,7 +290,11 @@ def train(
             x0 = images_to_float(x0) if x0.dtype == torch.uint8 else x0
             t = t_sampler.sample(denoiser.sde, config.batch_size, generator=gen)
             noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-            y = None if labels is None else labels[idx][local].to(device)
+            y = None if labels is None else labels[idx]
+            if y is not None and config.label_dropout > 0:
+                drop = torch.rand(y.shape, generator=gen) < config.label_dropout
+                y = torch.where(drop, num_classes, y)
+            y = None if y is None else y[local].to(device)
             x0, t, noise = x0[local].to(device), t[local], noise[local].to(device)
             t1 = time.perf_counter()
             loss = dsm_loss(

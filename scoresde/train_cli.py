@@ -69,6 +69,13 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--attention-resolutions", type=_int_tuple, default=(7,))
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--class-conditional", action="store_true", help="condition the UNet on labels")
+    p.add_argument(
+        "--label-dropout",
+        type=float,
+        default=0.0,
+        help="with --class-conditional: fraction of examples trained as unconditional, for "
+        "classifier-free guidance (0.1 in Ho & Salimans 2022)",
+    )
     p.add_argument("--width", type=int, default=128, help="MLP width")
     p.add_argument("--depth", type=int, default=3, help="MLP residual blocks")
     p.add_argument("--steps", type=int, default=5000)
@@ -213,6 +220,7 @@ def run_train(args) -> int:
             ema_decay=args.ema_decay,
             weighting=args.weighting,
             t_sampler=args.t_sampler,
+            label_dropout=args.label_dropout,
             seed=args.seed,
             ckpt_every=args.ckpt_every,
             log_every=args.log_every,

@@ -240,6 +240,11 @@ def run_train(args) -> int:
         )
     except (ValueError, FileNotFoundError) as err:
         return _error(str(err))
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         t = result.timing
         total = sum(t.values())

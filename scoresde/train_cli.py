@@ -56,7 +56,9 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--data-dir", help="directory of the idx files (image data sets)")
     p.add_argument("--toy-size", type=int, default=50_000, help="points in a toy 2-D training set")
     p.add_argument("--sde", default="vp", choices=SDE_CHOICES)
-    p.add_argument("--parameterization", default="eps", choices=("eps", "x0", "v", "score"))
+    # v: an eps network's errors at high noise are amplified by the reverse drift (see
+    # benchmarks/checkpoints/README.md); a v network predicts the data there
+    p.add_argument("--parameterization", default="v", choices=("eps", "x0", "v", "score"))
     p.add_argument(
         "--time-input", default="log_sigma", choices=("t", "index", "sigma", "log_sigma")
     )

@@ -23,8 +23,8 @@ import torch
 
 from .exact import reference_solution, ring_mixture
 from .grids import UniformLambda
-from .noise import BrownianNoise
 from .metrics.distances import sliced_wasserstein
+from .noise import BrownianNoise
 from .samplers import SAMPLERS, get_sampler, sample
 from .sde import VPSDE
 

@@ -270,6 +270,19 @@ def optimized_grid(sampler: S.Sampler, problem: Problem, seed: int) -> S.TimeGri
     )
 
 
+def budget_runs(sampler, problem, x_T, grid, nfes, seed, base):
+    """One run of ``sampler`` on ``grid`` per NFE budget it fits: yields ``(row, result)``, the
+    row holding ``base``, the sampler's key, the budget, the step count, time and note."""
+    for budget in nfes:
+        n = steps_for_budget(sampler, budget)
+        if n is None:
+            continue
+        res, secs, note = run_ours(sampler, problem, x_T, grid, n, seed)
+        row = {**base, "sampler": sampler.name, "nfe_budget": budget, "n_steps": n,
+               "time_s": secs, "note": note}  # fmt: skip
+        yield row, res
+
+
 def path_rows_ours(
     problem: Problem,
     refs: References,
@@ -306,20 +319,8 @@ def path_rows_ours(
             grid_makers["optimized"] = lambda proto=proto: optimized_grid(proto, problem, seed)
         for grid_key, make_grid in grid_makers.items():
             grid = make_grid()  # one object per sampler: Optimized caches a fit per step count
-            for budget in nfes:
-                n = steps_for_budget(proto, budget)
-                if n is None:
-                    continue
-                res, secs, note = run_ours(proto, problem, refs.x_T, grid, n, seed)
-                row = {
-                    **base,
-                    "sampler": key,
-                    "grid": grid_key,
-                    "nfe_budget": budget,
-                    "n_steps": n,
-                    "time_s": secs,
-                    "note": note,
-                }
+            for row, res in budget_runs(proto, problem, refs.x_T, grid, nfes, seed, base):
+                row["grid"] = grid_key
                 if res is not None:
                     row.update(nfe=res.nfe, **error_stats(res.x, ref))
                 rows.append(row)
@@ -523,20 +524,10 @@ def sw_rows(
     for key in stochastic:
         proto = S.get_sampler(key)
         for grid_key in grids:
-            for budget in nfes:
-                n = steps_for_budget(proto, budget)
-                if n is None:
-                    continue
-                res, secs, note = run_ours(proto, problem, x_T, GRIDS[grid_key](), n, seed + 5)
-                row = {
-                    **base,
-                    "sampler": key,
-                    "grid": grid_key,
-                    "nfe_budget": budget,
-                    "n_steps": n,
-                    "time_s": secs,
-                    "note": note,
-                }
+            for row, res in budget_runs(
+                proto, problem, x_T, GRIDS[grid_key](), nfes, seed + 5, base
+            ):
+                row["grid"] = grid_key
                 if res is not None:
                     finite = bool(torch.isfinite(res.x).all())
                     row.update(nfe=res.nfe, sw2=sw(res.x) if finite else math.nan)

@@ -127,9 +127,11 @@ def _plot(rows, exact, path: Path, floor: float) -> None:
         (axes[1], False, "error", "median error vs reference"),
         (axes[2], True, "sw", "sliced Wasserstein to exact"),
     ):
-        for key in sorted({r["sampler"] for r in rows if r["stochastic"] == stochastic}):
+        keys = sorted({r["sampler"] for r in rows if r["stochastic"] == stochastic})
+        for j, key in enumerate(keys):
             pts = [(r["nfe"], r[metric]) for r in rows if r["sampler"] == key]
-            ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=key)
+            style = ("-", "--", ":")[(j // 10) % 3]  # matplotlib cycles 10 colours
+            ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, ls=style, label=key)
         if stochastic:
             ax.axhline(floor, color="k", ls=":", label="two exact draws")
         ax.set_xlabel("NFE")

@@ -239,14 +239,22 @@ class Denoiser:
             )
         return out
 
-    def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
-        """``(x0, eps)`` from one network call."""
+    def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor]:
+        """One network call: the prediction and the ``alpha``, ``sigma`` it was converted with."""
         t = self._batch_time(x, t)
         out = self.raw(x, t)
         alpha = expand_to(self.sde.alpha(t), x)
         sigma = expand_to(self.sde.sigma(t), x)
         self.last = Prediction(*to_x0_eps(out, x, alpha, sigma, self.parameterization))
-        return self.last
+        return self.last, alpha, sigma
+
+    def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:
+        pred, alpha, sigma = self._predict(x, t)
+        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization)
+
+    def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
+        """``(x0, eps)`` from one network call."""
+        return self._predict(x, t)[0]
 
     def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.predict(x, t).x0
@@ -255,12 +263,7 @@ class Denoiser:
         return self.predict(x, t).eps
 
     def score(self, x: Tensor, t: Tensor | float) -> Tensor:
-        t = self._batch_time(x, t)
-        return -self.predict(x, t).eps / expand_to(self.sde.sigma(t), x)
+        return self._as(x, t, Parameterization.SCORE)
 
     def v(self, x: Tensor, t: Tensor | float) -> Tensor:
-        t = self._batch_time(x, t)
-        pred = self.predict(x, t)
-        alpha = expand_to(self.sde.alpha(t), x)
-        sigma = expand_to(self.sde.sigma(t), x)
-        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, Parameterization.V)
+        return self._as(x, t, Parameterization.V)

@@ -6,7 +6,9 @@ drawn through ``scoresde.sample`` from the same prior draws (batch ``b`` is seed
 noise streams), mapped to ``[0, 1]``, and scored by FID against the statistics of the first
 ``--ref-n`` MNIST training images (cached as ``.npz`` under ``--cache-dir``). A long run of a
 reference sampler (default 1000 steps of ``ancestral``, else ``euler_maruyama``) gives the FID
-the budgets are heading to. FID is biased upwards at small ``n`` (about +15 for MNIST at 1000
+the budgets are heading to; it ends with the model's ``x0`` at ``t_min`` (``denoise_final``, +1
+NFE), as Ho et al.'s Algorithm 2 (no noise on the last step) and score_sde's ``noise_removal``
+do, so its samples carry no last-step noise. FID is biased upwards at small ``n`` (about +15 for MNIST at 1000
 vs 1000 images); compare cells with each other, not with published 50k-sample values.
 
 Generation and Inception features shard over processes with ``torchrun``:
@@ -15,13 +17,17 @@ Generation and Inception features shard over processes with ``torchrun``:
     torchrun --nproc_per_node=2 -m benchmarks.fid_vs_steps --ckpt ... --device cuda
 
 Outputs ``fid_vs_steps.tsv``, ``fid_vs_steps.png`` and ``env_fid.txt`` in
-``benchmarks/results/<date>_<device>/``.
+``benchmarks/results/<date>_<device>/``; both are rewritten after every cell. Finished cells are
+kept in ``fid_vs_steps.cells.jsonl`` there, keyed by everything that determines them (checkpoint,
+Inception and reference-statistics hashes, sampler, grid, steps, n, batch size, seed), so a run
+that is stopped resumes where it was with the same command.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +48,7 @@ from scoresde.metrics import (
     cached_stats,
     extract_features,
     fid,
+    file_sha256,
     generated_features,
     rank_and_world,
 )
@@ -150,6 +157,7 @@ def fid_cell(
     batch_size: int,
     seed: int,
     device: torch.device,
+    denoise_final: bool = False,
     progress: bool = False,
 ) -> dict:
     """FID of ``n`` samples of one sampler on one grid; returns a row (without role/labels)."""
@@ -164,6 +172,7 @@ def fid_cell(
             grid=grid,
             n_steps=n_steps,
             generator=generator,
+            denoise_final=denoise_final,
             progress=False,
         )
         nfe.append(res.nfe)
@@ -199,9 +208,19 @@ def fid_table(
     device: torch.device,
     log: Callable[[str], None] = print,
     progress: bool = False,
+    cache: Path | None = None,
+    context: dict | None = None,
+    on_row: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Every (sampler, NFE) cell and the reference run, as rows."""
+    """Every (sampler, NFE) cell and the reference run, as rows.
+
+    With ``cache`` (a JSON-lines file), a cell whose key (its labels, ``n``, ``batch_size``,
+    ``seed`` and ``context``, e.g. the hashes of the checkpoint and the reference statistics) is
+    already there is read back instead of run, and every cell that is run is appended to it;
+    ``on_row(rows)`` is called after each cell.
+    """
     rows = []
+    done = _read_cells(cache)
     cells = [("cell", key, GRIDS[grid](), b) for key in samplers for b in nfes]
     cells.append(("reference", reference_sampler, S.UniformTime(), None))
     for role, key, grid_obj, budget in cells:
@@ -214,6 +233,15 @@ def fid_table(
             "nfe_budget": budget,
         }
         if n_steps is None:
+            continue
+        cell_key = json.dumps(
+            {**label, "n_steps": n_steps, "n": n, "batch_size": batch_size, "seed": seed,
+             "context": context or {}},
+            sort_keys=True,
+        )  # fmt: skip
+        if cell_key in done:
+            rows.append(done[cell_key])
+            log(f"{role} {key} nfe<={budget}: FID {done[cell_key].get('fid')} (from {cache})")
             continue
         try:
             row = {
@@ -229,17 +257,49 @@ def fid_table(
                     batch_size=batch_size,
                     seed=seed,
                     device=device,
+                    denoise_final=role == "reference",
                     progress=progress,
                 ),
             }
         except (FloatingPointError, ValueError) as err:
             row = {**label, "n_steps": n_steps, "note": f"{type(err).__name__}: {err}"[:200]}
         rows.append(row)
+        if cache is not None and rank_and_world()[0] == 0:
+            _append_cell(cache, cell_key, row)
+        if on_row is not None:
+            on_row(rows)
         log(
             f"{role} {key} nfe<={budget}: FID {row.get('fid', float('nan')):.3f} "
             f"({row.get('time_s', 0):.0f} s)"
         )
     return rows
+
+
+def _append_cell(cache: Path, key: str, row: dict) -> None:
+    """Append one finished cell, on a line of its own even after a torn last line, and fsync it."""
+    with open(cache, "a+b") as f:
+        torn = False
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps({"key": key, "row": row}) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_cells(cache: Path | None) -> dict[str, dict]:
+    """The finished cells of a JSON-lines cache by key (the last one wins); a torn last line
+    (a run killed while writing it) is skipped."""
+    if cache is None or not Path(cache).exists():
+        return {}
+    done = {}
+    for line in Path(cache).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[entry["key"]] = entry["row"]
+    return done
 
 
 def pick_samplers(requested: Sequence[str] | None) -> list[str]:
@@ -313,6 +373,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.batch_size,
     )
     log(f"reference statistics ready ({time.perf_counter() - start:.0f} s)")
+    folder = result_dir(device, out=args.out)
+
+    def write_table(rows: list[dict]) -> None:
+        from benchmarks.plot import plot_fid
+
+        write_tsv(folder / "fid_vs_steps.tsv", rows, COLUMNS)
+        plot_fid(rows, folder / "fid_vs_steps.png")
+
+    context = {
+        "checkpoint_sha256": file_sha256(args.ckpt),
+        "inception_sha256": extractor.sha256,
+        "reference": f"mnist train[0:{args.ref_n}]",
+    }
     rows = fid_table(
         model,
         extractor,
@@ -327,14 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         device=device,
         log=log,
+        cache=folder / "fid_vs_steps.cells.jsonl",
+        context=context,
+        on_row=write_table if rank == 0 else None,
     )
     wall = time.perf_counter() - start
     if rank == 0:
-        from benchmarks.plot import plot_fid
-
-        folder = result_dir(device, out=args.out)
-        write_tsv(folder / "fid_vs_steps.tsv", rows, COLUMNS)
-        plot_fid(rows, folder / "fid_vs_steps.png")
+        write_table(rows)
         write_env(
             folder,
             device=device,

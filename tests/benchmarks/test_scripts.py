@@ -57,7 +57,7 @@ def test_fid_table_has_every_cell_and_the_reference(tmp_path):
     assert {(r["sampler"], r["nfe_budget"]) for r in cells} == fits
     assert all(r["nfe"] <= r["nfe_budget"] and math.isfinite(r["fid"]) for r in cells)
     [ref] = [r for r in rows if r["role"] == "reference"]
-    assert ref["nfe"] == 8 and math.isfinite(ref["fid"])
+    assert ref["nfe"] == 8 + 1 and math.isfinite(ref["fid"])  # denoise_final: +1 NFE
     write_tsv(tmp_path / "fid.tsv", rows, F.COLUMNS)
     assert len(read_tsv(tmp_path / "fid.tsv")) == len(rows)
 
@@ -208,3 +208,27 @@ def test_plots_are_written_from_table_rows(tmp_path):
     ]
     for path in paths:
         assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fid_table_resumes_from_its_cell_cache(tmp_path):
+    """A second run with the same key reads every cell back; a new context reruns them."""
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    cache = tmp_path / "cells.jsonl"
+    seen = []
+    kw = dict(
+        samplers=["ddim", "pf_heun"], nfes=(2, 4), grid="uniform_lambda",
+        reference_sampler="ancestral", reference_steps=4, n=6, batch_size=3, seed=0,
+        device=torch.device("cpu"), log=lambda m: None, cache=cache,
+    )  # fmt: skip
+    first = F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "a"}, **kw)
+    with open(cache, "a") as f:
+        f.write('{"key": "torn')  # a run killed mid-write leaves a partial line
+    again = F.fid_table(
+        tiny_model(), extractor, reference, context={"ckpt": "a"}, on_row=seen.append, **kw
+    )
+    assert again == first and seen == []  # nothing rerun
+    assert len(cache.read_text().splitlines()) == len(first) + 1
+    F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "b"}, on_row=seen.append, **kw)
+    assert len(seen) == len(first)
+    assert len(F._read_cells(cache)) == 2 * len(first)  # none lost after the torn line

@@ -8,6 +8,10 @@ With ``--problem`` the pairs are ranked by their error on that problem; without 
 geometric mean over problems of their error divided by the best error any scoresde pair reached
 on that problem (1.0 = best everywhere). The best diffusers / k-diffusion run on the same budget
 is printed next to the ranking, so a peer that wins is shown as winning.
+
+``--problem mnist_fid`` ranks instead by the FID of a trained MNIST model
+(``benchmarks/fid_vs_steps.py``, ``fid_vs_steps.tsv``); without ``--problem`` that ranking is
+printed after the exact-error one when a FID table exists.
 """
 
 from __future__ import annotations
@@ -17,28 +21,41 @@ import csv
 import math
 from pathlib import Path
 
-__all__ = ["latest_table", "recommend", "format_recommendation", "add_recommend_parser"]
+__all__ = [
+    "latest_table",
+    "recommend",
+    "format_recommendation",
+    "recommend_fid",
+    "format_fid_recommendation",
+    "add_recommend_parser",
+]
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 OURS = "scoresde"
+FID_PROBLEM = "mnist_fid"
+SCRIPTS = {"exact_error.tsv": "exact_error", "fid_vs_steps.tsv": "fid_vs_steps"}
 
 
-def latest_table(results: Path = RESULTS) -> Path:
-    """The newest ``exact_error.tsv`` under ``results`` (folders ``<YYYY-MM-DD>_<device>[_quick]``;
-    on the same date a full run is preferred to a ``_quick`` one)."""
+def latest_table(results: Path = RESULTS, name: str = "exact_error.tsv") -> Path:
+    """The newest ``name`` (``exact_error.tsv`` or ``fid_vs_steps.tsv``) under ``results``
+    (folders ``<YYYY-MM-DD>_<device>[_quick]``; on the same date a full run is preferred to a
+    ``_quick`` one)."""
     tables = sorted(
-        results.glob("*/exact_error.tsv"),
+        results.glob(f"*/{name}"),
         key=lambda p: (p.parent.name[:10], not p.parent.name.endswith("_quick"), p.parent.name),
     )
     if not tables:
         raise FileNotFoundError(
-            f"no benchmark table (*/exact_error.tsv) under {str(results)!r}; run "
-            "`python -m benchmarks.exact_error` from the scoresde repository or pass --table PATH"
+            f"no benchmark table (*/{name}) under {str(results)!r}; run "
+            f"`python -m benchmarks.{SCRIPTS.get(name, name)}` from the scoresde repository or "
+            "pass the table's path"
         )
     return tables[-1]
 
 
-def _read(table: Path) -> list[dict]:
+def _read(table: Path, needed: set[str], value: str) -> list[dict]:
+    """The rows of a TSV benchmark table with finite ``nfe`` and ``value`` (as floats)."""
+
     def num(v: str):
         try:
             return float(v) if v not in ("", None) else math.nan
@@ -47,14 +64,19 @@ def _read(table: Path) -> list[dict]:
 
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    needed = {"problem", "family", "sampler", "grid", "nfe", "median_error"}
     if rows and not needed <= set(rows[0]):
         raise ValueError(
-            f"{str(table)!r} is not an exact_error table; it lacks {sorted(needed - set(rows[0]))}"
+            f"{str(table)!r} is not a {SCRIPTS.get(Path(table).name, 'benchmark')} table; it "
+            f"lacks {sorted(needed - set(rows[0]))}"
         )
     for r in rows:
-        r["nfe"], r["median_error"] = num(r["nfe"]), num(r["median_error"])
-    return [r for r in rows if math.isfinite(r["nfe"]) and math.isfinite(r["median_error"])]
+        r["nfe"], r[value] = num(r["nfe"]), num(r[value])
+    return [r for r in rows if math.isfinite(r["nfe"]) and math.isfinite(r[value])]
+
+
+def _check_int(name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}; got {value!r}")
 
 
 def _best_per_config(rows: list[dict], nfe: int) -> dict[tuple[str, str, str], dict[str, dict]]:
@@ -75,12 +97,12 @@ def recommend(
     """The ranking for budget ``nfe`` as a dict: ``table``, ``problems``, ``ranking`` (list of
     ``{sampler, grid, score, errors: {problem: (error, nfe)}}``, best first), and ``best_ours`` and
     ``peers``: the best scoresde row and the best peer row of each problem."""
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an int >= 1; got {nfe!r}")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be an int >= 1; got {top!r}")
+    _check_int("nfe", nfe, 1)
+    _check_int("top", top, 1)
     table = latest_table() if table is None else Path(table)
-    rows = _read(table)
+    rows = _read(
+        table, {"problem", "family", "sampler", "grid", "nfe", "median_error"}, "median_error"
+    )
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     if problem is not None:
         if problem not in problems:
@@ -169,8 +191,64 @@ def format_recommendation(result: dict) -> str:
     return "\n".join(lines)
 
 
+def recommend_fid(nfe: int, *, table: str | Path | None = None, top: int = 5) -> dict:
+    """The samplers of a ``fid_vs_steps.tsv`` ranked by FID at budget ``nfe``, as a dict:
+    ``table``, ``nfe``, ``ranking`` (``{sampler, grid, fid, nfe, n_samples}``, each sampler's best
+    cell with measured NFE <= ``nfe``, best first) and ``reference`` (the long reference runs)."""
+    _check_int("nfe", nfe, 1)
+    _check_int("top", top, 1)
+    table = latest_table(name="fid_vs_steps.tsv") if table is None else Path(table)
+    rows = _read(table, {"role", "sampler", "grid", "nfe", "fid"}, "fid")
+    cells = [r for r in rows if r["role"] == "cell"]
+    smallest = min((r["nfe"] for r in cells), default=math.inf)
+    if nfe < smallest:
+        raise ValueError(
+            f"nfe={nfe} is below the smallest budget in {str(table)!r} ({smallest:g} NFE)"
+        )
+    best: dict[str, dict] = {}
+    for r in cells:
+        if r["nfe"] <= nfe and (r["sampler"] not in best or r["fid"] < best[r["sampler"]]["fid"]):
+            best[r["sampler"]] = r
+    ranking = [
+        {"sampler": r["sampler"], "grid": r["grid"], "fid": r["fid"], "nfe": int(r["nfe"]),
+         "n_samples": r.get("n_samples", "")}
+        for r in sorted(best.values(), key=lambda r: (r["fid"], r["sampler"]))
+    ]  # fmt: skip
+    reference = [r for r in rows if r["role"] == "reference"]
+    return {"table": table, "nfe": nfe, "ranking": ranking[:top], "reference": reference}
+
+
+def format_fid_recommendation(result: dict) -> str:
+    """The FID ranking as plain text, with the reference run the budgets are heading to."""
+    lines = [
+        f"Best samplers at <= {result['nfe']} NFE on the trained MNIST model "
+        "(FID, lower is better)",
+        f"table: {result['table']}",
+        "",
+    ]
+    for i, r in enumerate(result["ranking"], 1):
+        lines.append(
+            f"  {i}. {r['sampler']:<24} grid={r['grid']:<16} FID={r['fid']:.2f}  ({r['nfe']} NFE, "
+            f"{r['n_samples']} samples)"
+        )
+    for r in result["reference"]:
+        lines.append(f"  reference: {r['sampler']} ({int(r['nfe'])} NFE) FID={r['fid']:.2f}")
+    return "\n".join(lines)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.problem == FID_PROBLEM:
+        print(
+            format_fid_recommendation(recommend_fid(args.nfe, table=args.fid_table, top=args.top))
+        )
+        return 0
     print(format_recommendation(recommend(args.nfe, args.problem, table=args.table, top=args.top)))
+    if args.problem is None:
+        try:
+            fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top)
+        except (FileNotFoundError, ValueError):
+            return 0  # no FID table, or none of its cells fits this budget
+        print("\n" + format_fid_recommendation(fid))
     return 0
 
 
@@ -183,9 +261,16 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--nfe", type=int, required=True, help="network-evaluation budget")
-    p.add_argument("--problem", help="one problem of the table (e.g. gmm64_ddpm); default: all")
+    p.add_argument(
+        "--problem",
+        help=f"one problem of the table (e.g. gmm64_ddpm), or {FID_PROBLEM} for the FID table; "
+        "default: all",
+    )
     p.add_argument(
         "--table", help="an exact_error.tsv (default: the latest under benchmarks/results)"
+    )
+    p.add_argument(
+        "--fid-table", help="a fid_vs_steps.tsv (default: the latest under benchmarks/results)"
     )
     p.add_argument("--top", type=int, default=5, help="how many pairs to print (default 5)")
     p.set_defaults(func=_run)

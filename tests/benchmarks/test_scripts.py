@@ -20,7 +20,14 @@ from benchmarks.common import read_tsv, write_tsv
 from benchmarks.exact_error import steps_for_budget
 from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
 from scoresde.metrics import FeatureStats, InceptionFeatures
-from scoresde.recommend import add_recommend_parser, format_recommendation, latest_table, recommend
+from scoresde.recommend import (
+    add_recommend_parser,
+    format_fid_recommendation,
+    format_recommendation,
+    latest_table,
+    recommend,
+    recommend_fid,
+)
 from tests.metrics.fid_helpers import write_tiny_feature_net
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*")
@@ -185,6 +192,60 @@ def test_recommend_subcommand_registers_and_runs(tmp_path, capsys):
     args = parser.parse_args(["recommend", "--nfe", "20", "--table", str(table(tmp_path))])
     assert args.func(args) == 0
     assert "Best samplers at <= 20 NFE" in capsys.readouterr().out
+
+
+def fid_table_file(folder):
+    rows = [
+        {"role": "cell", "sampler": s, "grid": "g", "nfe_budget": b, "nfe": b, "fid": f / b,
+         "n_samples": 1000}
+        for s, f in (("x", 100.0), ("y", 80.0)) for b in (5, 10, 20)
+    ] + [
+        {"role": "cell", "sampler": "z", "grid": "g", "nfe_budget": 10, "nfe": 9, "fid": 1.0},
+        {"role": "cell", "sampler": "w", "grid": "g", "nfe_budget": 5, "n_steps": 2,
+         "note": "FloatingPointError"},
+        {"role": "reference", "sampler": "ancestral", "grid": "t", "nfe": 1001, "fid": 2.5},
+    ]  # fmt: skip
+    folder.mkdir(exist_ok=True)
+    return write_tsv(folder / "fid_vs_steps.tsv", rows, F.COLUMNS)
+
+
+def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
+    path = fid_table_file(tmp_path / "2026-01-01_cpu")
+    res = recommend_fid(10, table=path)
+    assert [(r["sampler"], r["fid"], r["nfe"]) for r in res["ranking"]] == [
+        ("z", 1.0, 9),
+        ("y", 8.0, 10),
+        ("x", 10.0, 10),
+    ]  # "w" failed: no FID, not ranked
+    assert [(r["sampler"], r["fid"]) for r in recommend_fid(5, table=path)["ranking"]] == [
+        ("y", 16.0),
+        ("x", 20.0),
+    ]
+    text = format_fid_recommendation(res)
+    assert "1. z" in text and "reference: ancestral (1001 NFE) FID=2.50" in text
+    assert latest_table(tmp_path, "fid_vs_steps.tsv") == path
+    with pytest.raises(ValueError, match="below the smallest"):
+        recommend_fid(4, table=path)
+    (tmp_path / "exact").mkdir()
+    not_fid = table(tmp_path / "exact").rename(tmp_path / "fid_vs_steps.tsv")
+    with pytest.raises(ValueError, match="is not a fid_vs_steps table"):
+        recommend_fid(10, table=not_fid)
+
+
+def test_recommend_subcommand_prints_the_fid_ranking(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="scoresde")
+    add_recommend_parser(parser.add_subparsers(dest="command"))
+    exact, fid = str(table(tmp_path)), str(fid_table_file(tmp_path / "f"))
+    args = parser.parse_args(["recommend", "--nfe", "20", "--table", exact, "--fid-table", fid])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "Best samplers at <= 20 NFE (median" in out and "on the trained MNIST model" in out
+    args = parser.parse_args(
+        ["recommend", "--nfe", "20", "--problem", "mnist_fid", "--fid-table", fid]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "median" not in out and "1. z" in out
 
 
 def test_plots_are_written_from_table_rows(tmp_path):

@@ -8,8 +8,8 @@ noise streams), mapped to ``[0, 1]``, and scored by FID against the statistics o
 reference sampler (default 1000 steps of ``ancestral``, else ``euler_maruyama``) gives the FID
 the budgets are heading to; it ends with the model's ``x0`` at ``t_min`` (``denoise_final``, +1
 NFE), as Ho et al.'s Algorithm 2 (no noise on the last step) and score_sde's ``noise_removal``
-do, so its samples carry no last-step noise. FID is biased upwards at small ``n`` (about +15 for MNIST at 1000
-vs 1000 images); compare cells with each other, not with published 50k-sample values.
+do. FID is biased upwards at small ``n`` (about +15 for MNIST at 1000 vs 1000 images); compare
+cells with each other, not with published 50k-sample values.
 
 Generation and Inception features shard over processes with ``torchrun``:
 

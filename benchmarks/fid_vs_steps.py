@@ -16,8 +16,9 @@ Generation and Inception features shard over processes with ``torchrun``:
     python -m benchmarks.fid_vs_steps --ckpt benchmarks/checkpoints/<file> --data-dir ../shared/data
     torchrun --nproc_per_node=2 -m benchmarks.fid_vs_steps --ckpt ... --device cuda
 
-Outputs ``fid_vs_steps.tsv``, ``fid_vs_steps.png`` and ``env_fid.txt`` in
-``benchmarks/results/<date>_<device>/``; both are rewritten after every cell. Finished cells are
+Outputs ``fid_vs_steps.tsv``, ``fid_vs_steps.png``, ``fid_vs_steps.md`` (sampler x NFE table,
+best per budget) and ``env_fid.txt`` in ``benchmarks/results/<date>_<device>/``; the first three
+are rewritten after every cell. Finished cells are
 kept in ``fid_vs_steps.cells.jsonl`` there, keyed by everything that determines them (checkpoint,
 Inception and reference-statistics hashes, sampler, grid, steps, n, batch size, seed), so a run
 that is stopped resumes where it was with the same command.
@@ -302,6 +303,48 @@ def _read_cells(cache: Path | None) -> dict[str, dict]:
     return done
 
 
+def summary(rows: list[dict]) -> str:
+    """A markdown table of FID by sampler (rows) and NFE budget (columns, with the measured NFE
+    where it is smaller), then the best sampler per budget and the reference runs."""
+    cells = [r for r in rows if r.get("role") == "cell"]
+    budgets = sorted({r["nfe_budget"] for r in cells})
+    by = {(r["sampler"], r["nfe_budget"]): r for r in cells}
+
+    def show(r: dict | None) -> str:
+        if r is None:
+            return "–"
+        if r.get("fid") is None:
+            return "failed"
+        nfe = f" ({r['nfe']})" if r.get("nfe") not in (None, r["nfe_budget"]) else ""
+        return f"{r['fid']:.1f}{nfe}"
+
+    lines = [
+        "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
+        "| --- |" + " --- |" * len(budgets),
+    ]
+    for key in dict.fromkeys(r["sampler"] for r in cells):
+        lines.append(f"| `{key}` | " + " | ".join(show(by.get((key, b))) for b in budgets) + " |")
+    scored = [r for r in cells if r.get("fid") is not None]
+    best = [
+        min((r for r in scored if r["nfe_budget"] == b), key=lambda r: r["fid"], default=None)
+        for b in budgets
+    ]
+    lines.append(
+        "| **best** | "
+        + " | ".join(f"`{r['sampler']}` {r['fid']:.1f}" if r else "–" for r in best)
+        + " |"
+    )
+    for r in rows:
+        if r.get("role") == "reference":
+            lines.append(
+                f"\nReference: `{r['sampler']}`, {r['n_steps']} steps on `{r['grid']}` "
+                f"({r.get('nfe')} NFE): FID "
+                + (f"{r['fid']:.1f}" if r.get("fid") is not None else "failed")
+                + f", {r.get('n_samples')} samples."
+            )
+    return "\n".join(lines)
+
+
 def pick_samplers(requested: Sequence[str] | None) -> list[str]:
     if requested:
         unknown = sorted(set(requested) - set(S.SAMPLERS))
@@ -380,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_tsv(folder / "fid_vs_steps.tsv", rows, COLUMNS)
         plot_fid(rows, folder / "fid_vs_steps.png")
+        (folder / "fid_vs_steps.md").write_text(summary(rows) + "\n")
 
     context = {
         "checkpoint_sha256": file_sha256(args.ckpt),

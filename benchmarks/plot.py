@@ -177,7 +177,7 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
 
 
 def redraw(folder: Path) -> list[Path]:
-    """Redraw every PNG whose table is in ``folder``."""
+    """Redraw every PNG whose table is in ``folder`` (and the FID table's markdown summary)."""
     out = []
     if (folder / "exact_error.tsv").exists():
         rows = read_tsv(folder / "exact_error.tsv")
@@ -188,7 +188,12 @@ def redraw(folder: Path) -> list[Path]:
     if (folder / "exact_error_sw.tsv").exists():
         out.append(plot_sw(read_tsv(folder / "exact_error_sw.tsv"), folder / "exact_error_sw.png"))
     if (folder / "fid_vs_steps.tsv").exists():
-        out.append(plot_fid(read_tsv(folder / "fid_vs_steps.tsv"), folder / "fid_vs_steps.png"))
+        from benchmarks.fid_vs_steps import summary
+
+        rows = read_tsv(folder / "fid_vs_steps.tsv")
+        out.append(plot_fid(rows, folder / "fid_vs_steps.png"))
+        (folder / "fid_vs_steps.md").write_text(summary(rows) + "\n")
+        out.append(folder / "fid_vs_steps.md")
     return out
 
 

@@ -203,7 +203,8 @@ def fid_table_file(folder):
         {"role": "cell", "sampler": "z", "grid": "g", "nfe_budget": 10, "nfe": 9, "fid": 1.0},
         {"role": "cell", "sampler": "w", "grid": "g", "nfe_budget": 5, "n_steps": 2,
          "note": "FloatingPointError"},
-        {"role": "reference", "sampler": "ancestral", "grid": "t", "nfe": 1001, "fid": 2.5},
+        {"role": "reference", "sampler": "ancestral", "grid": "t", "n_steps": 1000, "nfe": 1001,
+         "fid": 2.5, "n_samples": 1000},
     ]  # fmt: skip
     folder.mkdir(exist_ok=True)
     return write_tsv(folder / "fid_vs_steps.tsv", rows, F.COLUMNS)
@@ -246,6 +247,24 @@ def test_recommend_subcommand_prints_the_fid_ranking(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "median" not in out and "1. z" in out
+
+
+def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):
+    from benchmarks.common import read_tsv
+    from benchmarks.plot import redraw
+
+    folder = tmp_path / "r"
+    rows = read_tsv(fid_table_file(folder))
+    text = F.summary(rows)
+    lines = text.splitlines()
+    assert lines[0] == "| sampler | NFE 5 | NFE 10 | NFE 20 |"
+    assert "| `x` | 20.0 | 10.0 | 5.0 |" in lines
+    assert "| `z` | – | 1.0 (9) | – |" in lines  # measured NFE below the budget is shown
+    assert "| `w` | failed | – | – |" in lines
+    assert "| **best** | `y` 16.0 | `z` 1.0 | `y` 4.0 |" in lines
+    assert "Reference: `ancestral`" in text and "(1001 NFE): FID 2.5, 1000 samples." in text
+    assert folder / "fid_vs_steps.md" in redraw(folder)
+    assert (folder / "fid_vs_steps.md").read_text() == text + "\n"
 
 
 def test_plots_are_written_from_table_rows(tmp_path):

@@ -66,24 +66,31 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def git_revision() -> str:
+    """``HEAD``'s SHA, with `` (uncommitted changes)`` when tracked files differ from it. Scripts
+    take it when they start: a long run must not record commits made while it ran."""
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return _git("rev-parse", "HEAD") + (" (uncommitted changes)" if dirty else "")
+
+
 def write_env(
     folder: Path,
     *,
     device: str | torch.device,
     seeds: dict,
+    git_sha: str,
     extra: dict | None = None,
     name: str = "env.txt",
 ) -> Path:
-    """Write the environment record: git SHA (and whether the tree was dirty), the command,
-    versions, device and seeds."""
+    """Write the environment record: the git revision the run started from
+    (:func:`git_revision`), the command, versions, device and seeds."""
     device = torch.device(device)
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
     lines = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(
             shlex.quote(a) for a in [Path(sys.executable).name, "-m", *_module_argv()]
         ),
-        "git_sha": _git("rev-parse", "HEAD") + (" (uncommitted changes)" if dirty else ""),
+        "git_sha": git_sha,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": _version("numpy"),

@@ -39,7 +39,7 @@ from torch import Tensor
 
 import scoresde as S
 from benchmarks import peers
-from benchmarks.common import read_tsv, result_dir, write_env, write_tsv
+from benchmarks.common import git_revision, read_tsv, result_dir, write_env, write_tsv
 from scoresde.metrics import sliced_wasserstein
 
 NFES = (5, 6, 8, 10, 15, 20, 50)
@@ -741,6 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.exact_error", description=__doc__.split("\n\n")[0]
     )
+    revision = git_revision()
     parser.add_argument(
         "--quick", action="store_true", help="small run: fewer samples, NFE and grids"
     )
@@ -790,6 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     times = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     write_env(
         folder,
+        git_sha=revision,
         device="cpu",
         seeds={
             "prior draw": cfg.seed,

@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 import scoresde as S
-from benchmarks.common import REPO, result_dir, write_env, write_tsv
+from benchmarks.common import REPO, git_revision, result_dir, write_env, write_tsv
 from benchmarks.exact_error import GRIDS, steps_for_budget
 from scoresde.metrics import (
     PREPROCESSING,
@@ -358,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.fid_vs_steps", description=__doc__.split("\n\n")[0]
     )
+    revision = git_revision()
     parser.add_argument(
         "--ckpt", required=True, help="training checkpoint (benchmarks/checkpoints/...)"
     )
@@ -453,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_table(rows)
         write_env(
             folder,
+            git_sha=revision,
             device=device,
             seeds={"batches": f"SeedSequence([{args.seed}, batch])"},
             name="env_fid.txt",

@@ -30,7 +30,7 @@ from torch import nn
 
 import scoresde as S
 from benchmarks import peers
-from benchmarks.common import result_dir, write_env, write_tsv
+from benchmarks.common import git_revision, result_dir, write_env, write_tsv
 
 # method label -> (scoresde key, diffusers method (benchmarks.peers), k-diffusion sampler, same?)
 # "same" is False where only the family matches (one network call per step, first order).
@@ -225,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.overhead", description=__doc__.split("\n\n")[0]
     )
+    revision = git_revision()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--nfe", type=int, default=50, help="network calls per run (default 50)")
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (folder / "overhead.md").write_text(f"# overhead ({folder.name})\n\n{text}\n")
     write_env(
         folder,
+        git_sha=revision,
         device=args.device,
         seeds={"x_T": 0},
         name="env_overhead.txt",

@@ -9,6 +9,7 @@ the recommendation ranks by the table's errors and names the peer that wins.
 
 import argparse
 import math
+import re
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import torch
 import scoresde as S
 from benchmarks import fid_vs_steps as F
 from benchmarks import overhead as O
-from benchmarks.common import read_tsv, write_tsv
+from benchmarks.common import git_revision, read_tsv, write_env, write_tsv
 from benchmarks.exact_error import steps_for_budget
 from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
 from scoresde.metrics import FeatureStats, InceptionFeatures
@@ -312,3 +313,11 @@ def test_fid_table_resumes_from_its_cell_cache(tmp_path):
     F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "b"}, on_row=seen.append, **kw)
     assert len(seen) == len(first)
     assert len(F._read_cells(cache)) == 2 * len(first)  # none lost after the torn line
+
+
+def test_env_file_records_the_revision_the_run_started_from(tmp_path):
+    revision = git_revision()
+    assert re.fullmatch(r"([0-9a-f]{40}|unknown)( \(uncommitted changes\))?", revision)
+    path = write_env(tmp_path, device="cpu", seeds={"x": 1}, git_sha="0" * 40, extra={"k": 2})
+    env = dict(line.split(": ", 1) for line in path.read_text().splitlines())
+    assert env["git_sha"] == "0" * 40 and env["seeds"] == "x=1" and env["k"] == "2"

@@ -53,8 +53,9 @@ def latest_table(results: Path = RESULTS, name: str = "exact_error.tsv") -> Path
     return tables[-1]
 
 
-def _read(table: Path, needed: set[str], value: str) -> list[dict]:
-    """The rows of a TSV benchmark table with finite ``nfe`` and ``value`` (as floats)."""
+def _read(table: Path, name: str, needed: set[str], value: str) -> list[dict]:
+    """The rows with finite ``nfe`` and ``value`` (as floats) of a TSV table expected to be a
+    ``name`` (``exact_error.tsv`` or ``fid_vs_steps.tsv``)."""
 
     def num(v: str):
         try:
@@ -66,8 +67,8 @@ def _read(table: Path, needed: set[str], value: str) -> list[dict]:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if rows and not needed <= set(rows[0]):
         raise ValueError(
-            f"{str(table)!r} is not a {SCRIPTS.get(Path(table).name, 'benchmark')} table; it "
-            f"lacks {sorted(needed - set(rows[0]))}"
+            f"{str(table)!r} is not a {SCRIPTS[name]} table; it lacks "
+            f"{sorted(needed - set(rows[0]))}"
         )
     for r in rows:
         r["nfe"], r[value] = num(r["nfe"]), num(r[value])
@@ -100,9 +101,8 @@ def recommend(
     _check_int("nfe", nfe, 1)
     _check_int("top", top, 1)
     table = latest_table() if table is None else Path(table)
-    rows = _read(
-        table, {"problem", "family", "sampler", "grid", "nfe", "median_error"}, "median_error"
-    )
+    needed = {"problem", "family", "sampler", "grid", "nfe", "median_error"}
+    rows = _read(table, "exact_error.tsv", needed, "median_error")
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     if problem is not None:
         if problem not in problems:
@@ -198,7 +198,7 @@ def recommend_fid(nfe: int, *, table: str | Path | None = None, top: int = 5) ->
     _check_int("nfe", nfe, 1)
     _check_int("top", top, 1)
     table = latest_table(name="fid_vs_steps.tsv") if table is None else Path(table)
-    rows = _read(table, {"role", "sampler", "grid", "nfe", "fid"}, "fid")
+    rows = _read(table, "fid_vs_steps.tsv", {"role", "sampler", "grid", "nfe", "fid"}, "fid")
     cells = [r for r in rows if r["role"] == "cell"]
     smallest = min((r["nfe"] for r in cells), default=math.inf)
     if nfe < smallest:
@@ -247,7 +247,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top)
         except (FileNotFoundError, ValueError):
-            return 0  # no FID table, or none of its cells fits this budget
+            if args.fid_table is not None:
+                raise
+            return 0  # no committed FID table, or none of its cells fits this budget
         print("\n" + format_fid_recommendation(fid))
     return 0
 

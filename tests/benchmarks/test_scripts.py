@@ -248,6 +248,9 @@ def test_recommend_subcommand_prints_the_fid_ranking(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "median" not in out and "1. z" in out
+    args = parser.parse_args(["recommend", "--nfe", "20", "--table", exact, "--fid-table", exact])
+    with pytest.raises(ValueError, match="is not a fid_vs_steps table"):
+        args.func(args)  # a table the user names is never skipped silently
 
 
 def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):

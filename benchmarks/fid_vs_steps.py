@@ -243,7 +243,10 @@ def fid_table(
         )  # fmt: skip
         if cell_key in done:
             rows.append(done[cell_key])
-            log(f"{role} {key} nfe<={budget}: FID {done[cell_key].get('fid')} (from {cache})")
+            log(
+                f"{role} {key} nfe<={budget}: FID {done[cell_key].get('fid', float('nan')):.3f} "
+                f"(from {cache})"
+            )
             continue
         try:
             row = {

@@ -324,3 +324,19 @@ def test_env_file_records_the_revision_the_run_started_from(tmp_path):
     path = write_env(tmp_path, device="cpu", seeds={"x": 1}, git_sha="0" * 40, extra={"k": 2})
     env = dict(line.split(": ", 1) for line in path.read_text().splitlines())
     assert env["git_sha"] == "0" * 40 and env["seeds"] == "x=1" and env["k"] == "2"
+
+
+def test_image_path_error_measures_against_a_converged_reference():
+    from benchmarks.image_path_error import measure
+
+    rows, spread = measure(
+        tiny_model(), ["ddim", "dpm_solver_pp_3m"], (4, 8, 50), grid="uniform_lambda",
+        reference="dpm_solver_pp_3m", check="unipc", reference_steps=50, n=8, seed=0,
+        device=torch.device("cpu"),
+    )  # fmt: skip
+    err = {(r["sampler"], r["nfe_budget"]): r["rms_error"] for r in rows}
+    assert err[("dpm_solver_pp_3m", 50)] == 0.0  # the reference itself
+    assert spread < min(err[k] for k in err if k != ("dpm_solver_pp_3m", 50))
+    for key in ("ddim", "dpm_solver_pp_3m"):
+        assert err[(key, 4)] > err[(key, 8)] > err[(key, 50)]  # converges to the reference
+    assert all(0.0 <= r["clipped_fraction"] <= 1.0 for r in rows)

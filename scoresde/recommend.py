@@ -80,6 +80,15 @@ def _check_int(name: str, value, least: int) -> None:
         raise ValueError(f"{name} must be an int >= {least}; got {value!r}")
 
 
+def _check_budget(nfe: int, rows: list[dict], table: Path) -> None:
+    """Refuse a budget below the smallest measured NFE of ``rows``: nothing would fit it."""
+    smallest = min((r["nfe"] for r in rows), default=math.inf)
+    if nfe < smallest:
+        raise ValueError(
+            f"nfe={nfe} is below the smallest budget in {str(table)!r} ({smallest:g} NFE)"
+        )
+
+
 def _best_per_config(rows: list[dict], nfe: int) -> dict[tuple[str, str, str], dict[str, dict]]:
     """``{(family, sampler, grid): {problem: best row with NFE <= nfe}}``."""
     best: dict[tuple[str, str, str], dict[str, dict]] = {}
@@ -111,11 +120,7 @@ def recommend(
             )
         problems = [problem]
     rows = [r for r in rows if r["problem"] in problems]
-    smallest = min((r["nfe"] for r in rows if r["family"] == OURS), default=math.inf)
-    if nfe < smallest:
-        raise ValueError(
-            f"nfe={nfe} is below the smallest budget in {str(table)!r} ({smallest:g} NFE)"
-        )
+    _check_budget(nfe, [r for r in rows if r["family"] == OURS], table)
     configs = _best_per_config(rows, nfe)
     ours = {k: v for k, v in configs.items() if k[0] == OURS and set(v) == set(problems)}
     best_ours = {
@@ -200,11 +205,7 @@ def recommend_fid(nfe: int, *, table: str | Path | None = None, top: int = 5) ->
     table = latest_table(name="fid_vs_steps.tsv") if table is None else Path(table)
     rows = _read(table, "fid_vs_steps.tsv", {"role", "sampler", "grid", "nfe", "fid"}, "fid")
     cells = [r for r in rows if r["role"] == "cell"]
-    smallest = min((r["nfe"] for r in cells), default=math.inf)
-    if nfe < smallest:
-        raise ValueError(
-            f"nfe={nfe} is below the smallest budget in {str(table)!r} ({smallest:g} NFE)"
-        )
+    _check_budget(nfe, cells, table)
     best: dict[str, dict] = {}
     for r in cells:
         if r["nfe"] <= nfe and (r["sampler"] not in best or r["fid"] < best[r["sampler"]]["fid"]):

@@ -8,7 +8,7 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-__all__ = ["expand_to", "as_time", "check_real", "check_int", "interp"]
+__all__ = ["expand_to", "as_time", "check_bool", "check_real", "check_int", "interp"]
 
 
 def expand_to(c: Tensor | float, x: Tensor) -> Tensor:
@@ -59,6 +59,12 @@ def check_real(name: str, value, *, low=None, high=None, low_open=False, high_op
     if bad_low or bad_high:
         raise ValueError(f"{name} must be {expect}; got {value!r}")
     return v
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool (True or False); got {value!r}")
+    return value
 
 
 def check_int(name: str, value, *, low: int | None = None) -> int:

@@ -20,20 +20,17 @@ from ..sde import SDE
 from ..utils import check_int
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
-from .dpm_solver import (
+from .dpm_solver_multistep import (
     DDIM,
     DPMSolver1,
     DPMSolver2M,
-    DPMSolver2S,
     DPMSolver3M,
-    DPMSolver3S,
-    DPMSolverAdaptive,
     DPMSolverPP1,
     DPMSolverPP2M,
-    DPMSolverPP2S,
     DPMSolverPP3M,
     StochasticDDIM,
 )
+from .dpm_solver_singlestep import DPMSolver2S, DPMSolver3S, DPMSolverAdaptive, DPMSolverPP2S
 from .edm import EDMStochastic
 from .exponential import DEIS1, DEIS2, DEIS3
 from .langevin import AnnealedLangevin

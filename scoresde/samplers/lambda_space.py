@@ -1,0 +1,193 @@
+r"""Shared lambda-space maths of the DPM-Solver family: phi-functions, multistep and singlestep
+coefficients, per-step orders.
+
+DPM-Solver and DPM-Solver++ are exponential integrators of the PF-ODE in half log-SNR.
+
+In ``lambda_ = log(alpha / sigma)`` the probability-flow ODE has the exact variation-of-constants
+solution from ``s`` to ``t`` (``h = lambda_t - lambda_s > 0``; the exact-solution formulas of
+Lu et al. 2022a and 2022b)
+
+.. math::
+    x_t = \frac{\alpha_t}{\alpha_s} x_s - \sigma_t \int_0^h e^{h-u}\,\hat\epsilon(\lambda_s + u)\,du
+        = \frac{\sigma_t}{\sigma_s} x_s + \alpha_t \int_0^h e^{u-h}\,\hat x_0(\lambda_s + u)\,du,
+
+for noise prediction ``eps`` (DPM-Solver) and data prediction ``x0`` (DPM-Solver++). Writing either
+as ``x_t = a x_s + B \int ... m`` and expanding the model output ``m`` in a Taylor series in ``u``
+gives, with ``hh = h`` (eps) or ``hh = -h`` (x0) and the phi-functions
+
+.. math:: p_1 = e^{hh} - 1,\quad p_2 = p_1/hh - 1,\quad p_3 = p_2/hh - 1/2,
+
+the update ``x_t = a x_s + B (p_1 m + p_2 D_1 + p_3 D_2)``, where ``D_k ~ h^k m^{(k)}`` are divided
+differences of earlier model outputs (multistep) or of intermediate stages (singlestep), and
+``(a, B) = (alpha_t/alpha_s, -sigma_t)`` for eps, ``(sigma_t/sigma_s, -alpha_t)`` for x0.
+
+Every coefficient is a function of the grid only. A sampler's ``init`` evaluates them in float64 for the whole
+grid (stage times by ``sde.inverse_lambda``) and casts once; ``step`` is a linear combination of
+``x`` and model outputs. Nothing here depends on the SDE class: only ``alpha``, ``sigma`` and
+``lambda_`` enter, so VP, sub-VP, VE and discrete schedules all work, with any parameterization
+(the Denoiser returns both ``eps`` and ``x0`` from one call).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import GridSchedule
+
+# The reference implementation lowers the order of the final steps only on grids of fewer than
+# 10 steps (Lu et al.'s dpm_solver_pytorch.py, `lower_order_final and steps < 10`): on longer grids
+# the final steps are short enough to be stable, and a first-order last step would cap a
+# third-order method at global order 2.
+LOWER_ORDER_FINAL_BELOW = 10
+
+# Stage positions r_k in (0, 1) of the singlestep solvers, as fractions of h (Lu et al. 2022a,
+# Algorithms 1 and 2: r1 = 1/2 for DPM-Solver-2; r1 = 1/3, r2 = 2/3 for DPM-Solver-3).
+SINGLESTEP_RATIOS = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Coefficients (float64, vectorised over the steps of a grid)
+
+
+def phi(hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``p1 = e^hh - 1``, ``p2 = p1/hh - 1``, ``p3 = p2/hh - 1/2`` (Taylor weights of the
+    exponential integral: ``int_0^h e^{h-u} u^k / k! du = h^k p_{k+1}`` for ``hh = h``)."""
+    p1 = torch.expm1(hh)
+    p2 = p1 / hh - 1.0
+    return p1, p2, p2 / hh - 0.5
+
+
+def linear_part(prediction: str, alpha_s, sigma_s, alpha_t, sigma_t, h):
+    """``(a, B, hh)`` of the update ``x_t = a x_s + B (p1(hh) m + ...)`` from ``s`` to ``t``."""
+    if prediction == "eps":
+        return alpha_t / alpha_s, -sigma_t, h
+    return sigma_t / sigma_s, -alpha_t, -h
+
+
+def model_output(denoiser, x: Tensor, t: Tensor, prediction: str) -> Tensor:
+    pred = denoiser.predict(x, t)
+    return pred.eps if prediction == "eps" else pred.x0
+
+
+def multistep_coefficients(
+    s: GridSchedule, orders: list[int], prediction: str, *, d2_weight: float = 2.0
+) -> tuple[Tensor, Tensor]:
+    """``(a, c)`` with ``x_{i+1} = a[i] x_i + sum_j c[i, j] m_{i-j}`` for the multistep solver of
+    order ``orders[i]`` at step ``i``; ``c`` has ``max(orders)`` columns, zero-padded.
+
+    Order 2 is the reference's "dpmsolver" second-order update ``B p1 (m_0 + D1_0 / 2)`` with
+    ``D1_0 = (m_0 - m_1) / r0``. Order 3 is ``B (p1 m_0 + p2 D1 + d2_weight p3 D2)`` with
+    ``D1 = D1_0 + r0/(r0+r1) (D1_0 - D1_1)`` and ``D2 = (D1_0 - D1_1)/(r0+r1)``,
+    ``r0 = h_{i-1}/h_i``, ``r1 = h_{i-2}/h_i`` (Lu et al. 2022b, multistep solvers; their reference
+    implementation's ``multistep_dpm_solver_{second,third}_update``). These divided differences
+    estimate ``D1 = h m' + O(h^3)`` and ``D2 = h^2 m'' / 2 + O(h^3)``, while the Taylor term of the
+    exponential integral is ``int_0^h e^{h-u} u^2/2 m'' du = h^2 p3 m'' = 2 p3 D2``: the Taylor
+    weight is ``d2_weight = 2``. The reference code (and diffusers' and k-diffusion's 3M) uses
+    weight 1, which leaves a local error ``B p3 D2 = O(h^3)`` and so global order 2.
+    """
+    lam = s.lambda_
+    h = lam[1:] - lam[:-1]
+    n = h.numel()
+    a, B, hh = linear_part(prediction, s.alpha[:-1], s.sigma[:-1], s.alpha[1:], s.sigma[1:], h)
+    p1, p2, p3 = phi(hh)
+    nan = torch.full((2,), math.nan, dtype=h.dtype)
+    h_prev = torch.cat([nan, h])  # h_prev[i + 2 - k] = h_{i-k}; NaN before the grid starts
+    r0 = h_prev[1:-1] / h
+    r1 = h_prev[:-2] / h
+    zero = torch.zeros_like(h)
+    rows = {
+        1: torch.stack([B * p1, zero, zero], 1),
+        2: torch.stack([B * p1 * (1.0 + 0.5 / r0), -B * p1 * 0.5 / r0, zero], 1),
+    }
+    # D1_0, D1_1 as coefficient vectors over (m_i, m_{i-1}, m_{i-2})
+    u0 = torch.stack([1.0 / r0, -1.0 / r0, zero], 1)
+    u1 = torch.stack([zero, 1.0 / r1, -1.0 / r1], 1)
+    w = (1.0 / (r0 + r1))[:, None]
+    d1 = u0 + (r0[:, None] * w) * (u0 - u1)
+    d2 = w * (u0 - u1)
+    e0 = torch.tensor([1.0, 0.0, 0.0], dtype=h.dtype)
+    rows[3] = B[:, None] * (p1[:, None] * e0 + p2[:, None] * d1 + (d2_weight * p3)[:, None] * d2)
+    k = torch.tensor(orders)
+    c = torch.zeros(n, 3, dtype=h.dtype)
+    for order, row in rows.items():
+        c = torch.where((k == order)[:, None], row, c)
+    return a, c[:, : max(orders)]
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """A singlestep exponential Runge–Kutta scheme on every step of a grid (float64, or cast).
+
+    Stage 0 is ``(x_i, t_i)``; row ``r < K - 1`` builds stage ``r + 1`` as
+    ``u = a[:, r] x + sum_{j <= r} b[:, r, j] m_j`` at time ``t[:, r + 1]``; row ``K - 1`` is the
+    final update to ``t_{i+1}``.
+    """
+
+    t: Tensor  # (n, K) stage times (float64)
+    a: Tensor  # (n, K)
+    b: Tensor  # (n, K, K)
+
+    @property
+    def stages(self) -> int:
+        return self.t.shape[1]
+
+
+def singlestep_tableau(sde, s: GridSchedule, ratios: tuple[float, ...], prediction: str) -> Tableau:
+    """The tableau of DPM-Solver-(K) with stage positions ``ratios`` (``K = len(ratios) + 1``).
+
+    K = 1 is DPM-Solver-1 / DPM-Solver++(1). K = 2 is Lu et al. 2022a Algorithm 1 (eps) and Lu et
+    al. 2022b Algorithm 1 (x0): ``u = a_1 x + B_1 p1(r1 hh) m_0``,
+    ``x_t = a x + B p1(hh) ((1 - 1/(2 r1)) m_0 + 1/(2 r1) m_1)``. K = 3 is Lu et al. 2022a
+    Algorithm 2: ``u_2 = a_2 x + B_2 (p1(r2 hh) m_0 + r2/r1 p2(r2 hh) (m_1 - m_0))`` and
+    ``x_t = a x + B (p1(hh) m_0 + p2(hh)/r2 (m_2 - m_0))``.
+    """
+    lam_s, lam_t = s.lambda_[:-1], s.lambda_[1:]
+    h = lam_t - lam_s
+    n, K = h.numel(), len(ratios) + 1
+    t = torch.zeros(n, K, dtype=h.dtype)
+    a = torch.zeros(n, K, dtype=h.dtype)
+    b = torch.zeros(n, K, K, dtype=h.dtype)
+    t[:, 0] = s.t[:-1]
+    # stages: lambda_s + r h, mapped back to t (Lu et al. 2022a, Alg. 1 line 3)
+    stage_hh = []
+    for r, ratio in enumerate(ratios):
+        g = GridSchedule.of(sde, sde.inverse_lambda(lam_s + ratio * h))
+        a_r, B_r, hh_r = linear_part(
+            prediction, s.alpha[:-1], s.sigma[:-1], g.alpha, g.sigma, ratio * h
+        )
+        t[:, r + 1], a[:, r] = g.t, a_r
+        stage_hh.append((B_r, hh_r))
+    a_T, B_T, hh = linear_part(prediction, s.alpha[:-1], s.sigma[:-1], s.alpha[1:], s.sigma[1:], h)
+    a[:, K - 1] = a_T
+    p1, p2, _ = phi(hh)
+    if K == 1:
+        b[:, 0, 0] = B_T * p1
+    elif K == 2:
+        (r1,), ((B1, hh1),) = ratios, stage_hh
+        b[:, 0, 0] = B1 * torch.expm1(hh1)
+        b[:, 1, 0] = B_T * p1 * (1.0 - 0.5 / r1)
+        b[:, 1, 1] = B_T * p1 * (0.5 / r1)
+    elif K == 3:
+        (r1, r2), ((B1, hh1), (B2, hh2)) = ratios, stage_hh
+        b[:, 0, 0] = B1 * torch.expm1(hh1)
+        q1, q2, _ = phi(hh2)
+        b[:, 1, 0] = B2 * (q1 - (r2 / r1) * q2)
+        b[:, 1, 1] = B2 * (r2 / r1) * q2
+        b[:, 2, 0] = B_T * (p1 - p2 / r2)
+        b[:, 2, 2] = B_T * p2 / r2
+    else:
+        raise ValueError(f"singlestep DPM-Solver has orders 1, 2 and 3; got order {K}")
+    return Tableau(t, a, b)
+
+
+def lowered_orders(order: int, n: int, lower_order_final: bool, warm_up: bool) -> list[int]:
+    """Per-step orders: ``min(order, i + 1)`` while a multistep history fills (``warm_up``), and
+    ``min(order, n - i)`` at the end when ``lower_order_final`` and ``n < 10``."""
+    orders = [min(order, i + 1) if warm_up else order for i in range(n)]
+    if lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
+        orders = [min(k, n - i) for i, k in enumerate(orders)]
+    return orders

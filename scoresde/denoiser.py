@@ -210,6 +210,10 @@ class Denoiser:
             f"time_input={self.time_input!r}{extra})"
         )
 
+    @property
+    def _net_name(self) -> str:
+        return getattr(self.net, "__name__", type(self.net).__name__)
+
     def reset_nfe(self) -> None:
         self.nfe = 0
 
@@ -232,10 +236,17 @@ class Denoiser:
         else:
             out = self.guidance(self.net, x, t_in)
         self.nfe += 1
-        if out.shape != x.shape:
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"the network {self._net_name} returned {type(out).__name__}; a denoiser's "
+                f"network must return one tensor shaped like its input {tuple(x.shape)} (unwrap "
+                "tuples or output objects, e.g. `lambda x, t: unet(x, t).sample`)"
+            )
+        if out.shape != x.shape or out.dtype != x.dtype:
             raise ValueError(
-                f"the network returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
-                "a denoiser's output must have the shape of its input"
+                f"the network {self._net_name} returned {out.dtype} of shape "
+                f"{tuple(out.shape)} for a {x.dtype} input of shape {tuple(x.shape)}; a denoiser's "
+                "output must have the shape and dtype of its input (sample in the network's dtype)"
             )
         return out
 

@@ -178,9 +178,7 @@ def sample(
         )
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
-    sde = denoiser.sde if sde is None else sde
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+    sde = denoiser.sde if sde is None else _check_same_process(sde, denoiser.sde)
     grid = UniformTime() if grid is None else grid
     if not isinstance(grid, TimeGrid):
         raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {type(grid).__name__}")
@@ -205,8 +203,38 @@ def sample(
         )  # fmt: skip
         if denoise_final:
             x = denoiser.predict(x, ts[-1].to(x.device)).x0
+            if not bool(torch.isfinite(x).all()):
+                raise FloatingPointError(
+                    f"non-finite sample from the final denoising step (denoise_final=True, "
+                    f"t={float(ts[-1]):.6g}) in {sampler.name!r}: the network's x0 holds NaN or inf"
+                )
     stats = {"n_steps": ts.numel() - 1, "time_s": time.perf_counter() - start, **stats}
     return SampleResult(x=x, nfe=denoiser.nfe, ts=ts, trajectory=trajectory, stats=stats)
+
+
+def _check_same_process(sde, own: SDE) -> SDE:
+    """``sde`` must be the denoiser's own process (it may differ in ``T`` / ``t_min``): a network
+    sampled under another schedule gives samples of the wrong spread, silently."""
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+    if sde is own:
+        return sde
+    lo, hi = max(sde.t_min, own.t_min), min(sde.T, own.T)
+    if lo >= hi:
+        raise ValueError(
+            f"sde={sde!r} does not overlap the time range of the denoiser's process {own!r}"
+        )
+    t = torch.linspace(lo, hi, 33, dtype=torch.float64)
+    for name in ("alpha", "sigma"):
+        a, b = getattr(sde, name)(t), getattr(own, name)(t)
+        if not torch.allclose(a, b, rtol=1e-9, atol=1e-12):
+            k = int((a - b).abs().argmax())
+            raise ValueError(
+                f"sde={sde!r} is not the process the denoiser was built with ({own!r}): "
+                f"{name}(t={float(t[k]):.4g}) is {float(a[k]):.6g} vs {float(b[k]):.6g}; "
+                "leave sde out (the denoiser knows its process) or build the Denoiser with it"
+            )
+    return sde
 
 
 def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:

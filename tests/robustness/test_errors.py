@@ -69,7 +69,7 @@ def test_non_callable_net_and_wrong_types_raise_type_errors():
 def test_network_output_of_the_wrong_shape_is_reported():
     d = S.Denoiser(lambda x, t: x[:, :1], VP)
     with pytest.raises(
-        ValueError, match=r"network returned shape \(2, 1\) for input of shape \(2, 2\)"
+        ValueError, match=r"of shape \(2, 1\) for a torch.float\d+ input of shape \(2, 2\)"
     ):
         S.sample("pf_euler", d, shape=(2, 2), n_steps=2, progress=False)
 

@@ -54,7 +54,9 @@ def test_a_network_returning_another_dtype_is_refused():
 
 
 @pytest.mark.parametrize(
-    "output", [lambda x: (x,), lambda x: {"sample": x}, lambda x: None], ids=["tuple", "dict", "none"]
+    "output",
+    [lambda x: (x,), lambda x: {"sample": x}, lambda x: None],
+    ids=["tuple", "dict", "none"],
 )
 def test_a_network_returning_no_tensor_is_named(output):
     d = S.Denoiser(lambda x, t: output(x), VP)

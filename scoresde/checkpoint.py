@@ -14,6 +14,7 @@ killed at any moment leaves either the old or the new checkpoint, never a torn o
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from .denoiser import ContinuousTime, Denoiser, LogSigmaInput, SigmaInput, TimeInput, TrainIndex
 from .models import build_model
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .utils import first_sentence
 
 __all__ = [
     "FORMAT",
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 FORMAT = "scoresde-checkpoint-v1"
+# what every checkpoint, training or exported, holds (module docstring)
+_SAMPLING_KEYS = ("sde", "time_input", "parameterization", "model_config", "ema")
 _SDES = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE}
 _TIME_INPUTS = {
     "ContinuousTime": ContinuousTime, "TrainIndex": TrainIndex,
@@ -116,10 +120,19 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
-    # weights_only: plain tensors, dicts, lists and numbers only (no pickled code)
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        # weights_only: plain tensors, dicts, lists and numbers only (no pickled code)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not a readable scoresde checkpoint (empty, truncated or not "
+            f"written by torch.save: {first_sentence(err)})"
+        ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a scoresde checkpoint (expected format {FORMAT!r})")
+    missing = sorted(set(_SAMPLING_KEYS) - set(ckpt))
+    if missing:
+        raise ValueError(f"checkpoint {str(path)!r} lacks the keys {missing}; it is incomplete")
     return ckpt
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"idx file not found: {str(path)!r}")
-    with _open(path) as f:
-        raw = f.read()
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        raise ValueError(f"{str(path)!r} is a truncated or corrupt gzip file ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(
             f"{str(path)!r} is not an idx file: expected magic bytes 00 00 <dtype> <ndim>, "

@@ -8,7 +8,15 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-__all__ = ["expand_to", "as_time", "check_bool", "check_real", "check_int", "interp"]
+__all__ = [
+    "expand_to",
+    "as_time",
+    "first_sentence",
+    "check_bool",
+    "check_real",
+    "check_int",
+    "interp",
+]
 
 
 def expand_to(c: Tensor | float, x: Tensor) -> Tensor:
@@ -59,6 +67,13 @@ def check_real(name: str, value, *, low=None, high=None, low_open=False, high_op
     if bad_low or bad_high:
         raise ValueError(f"{name} must be {expect}; got {value!r}")
     return v
+
+
+def first_sentence(err: BaseException, limit: int = 100) -> str:
+    """The first sentence of an exception's message (a library's advice stripped), for errors
+    that name a file and say what is wrong with it in one line."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0][:limit]
 
 
 def check_bool(name: str, value) -> bool:

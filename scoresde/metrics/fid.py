@@ -11,7 +11,8 @@ convention (``../shared/data/SOURCES.md`` here):
 4. the network's pool3 features, ``(N, 2048)``;
 5. ``mu`` and the unbiased covariance ``sigma`` (``n - 1`` in the denominator) in float64;
 6. :math:`d^2 = \lVert\mu_1-\mu_2\rVert^2 + \operatorname{tr}(\Sigma_1 + \Sigma_2
-   - 2(\Sigma_1\Sigma_2)^{1/2})` with ``scipy.linalg.sqrtm``.
+   - 2(\Sigma_1\Sigma_2)^{1/2})`, the trace of the root from symmetric eigenvalue problems
+   (:func:`frechet_distance`).
 
 Statistics are cached in ``.npz`` files (:func:`cached_stats`) together with the key they were
 computed for, so a cache is never used for the wrong network, data or preprocessing. Feature
@@ -30,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..utils import first_sentence
 from .sharding import batch_generator, map_batches, rank_and_world
 
 __all__ = [
@@ -53,10 +54,8 @@ __all__ = [
 PREPROCESSING = "pytorch-fid v1: grey->RGB, bilinear 299x299 align_corners=False, x*2-1"
 """Stored with every cached statistic; change it when the preprocessing changes."""
 
-# Largest imaginary part on the diagonal of sqrtm(S1 S2) accepted as round-off (pytorch-fid's
-# threshold). The product of two PSD matrices has real non-negative eigenvalues, so imaginary
-# parts only come from round-off on (near-)zero eigenvalues.
-_IMAG_ATOL = 1e-3
+# Most negative eigenvalue of a covariance, relative to its largest, accepted as round-off.
+_NEG_RTOL = 1e-6
 
 
 def preprocess(images: Tensor) -> Tensor:
@@ -73,6 +72,8 @@ def preprocess(images: Tensor) -> Tensor:
         )
     else:
         images = images.float()
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("images must be finite; they hold NaN or inf")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
             raise ValueError(
@@ -119,7 +120,13 @@ class InceptionFeatures:
         with warnings.catch_warnings():
             # the FID network ships as TorchScript, which torch 2.13 deprecates
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.model = torch.jit.load(str(path), map_location=self.device).eval()
+            try:
+                self.model = torch.jit.load(str(path), map_location=self.device).eval()
+            except RuntimeError as err:
+                raise ValueError(
+                    f"{str(path)!r} is not a TorchScript file (torch.jit.load failed: "
+                    f"{first_sentence(err)}); pass the FID Inception-v3 TorchScript file"
+                ) from err
         self._sha256: str | None = None
 
     def __repr__(self) -> str:
@@ -231,7 +238,15 @@ class FeatureStats:
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[FeatureStats, dict]:
         """``(stats, key)`` from a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as z:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(
+                f"{str(path)!r} is not a readable .npz of FeatureStats ({first_sentence(err)}); "
+                "delete it to "
+                "recompute the statistics"
+            ) from err
+        with z:
             missing = {"mu", "sigma", "n", "key"} - set(z.files)
             if missing:
                 raise ValueError(
@@ -240,19 +255,22 @@ class FeatureStats:
             return cls(z["mu"], z["sigma"], int(z["n"])), json.loads(str(z["key"]))
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     r"""Squared Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
 
     :math:`\lVert\mu_1-\mu_2\rVert^2 + \operatorname{tr}\Sigma_1 + \operatorname{tr}\Sigma_2
-    - 2\operatorname{tr}(\Sigma_1\Sigma_2)^{1/2}`, with the square root from
-    ``scipy.linalg.sqrtm`` (Schur method), handled as pytorch-fid does:
+    - 2\operatorname{tr}(\Sigma_1\Sigma_2)^{1/2}`. The trace of the root is the sum of the square
+    roots of the eigenvalues of :math:`\Sigma_1\Sigma_2`, which are those of the symmetric PSD
+    matrix :math:`\Sigma_1^{1/2}\Sigma_2\Sigma_1^{1/2}` (the route torchmetrics takes, here with
+    two symmetric eigensolvers instead of a general one, so no complex round-off arises). It
+    agrees with pytorch-fid's ``scipy.linalg.sqrtm`` to 1e-6 relative (tested; 2e-8 measured on
+    2048-d statistics of 1000 samples) in 6.4 s against sqrtm's 15.4 s on this project's 2-core
+    CPU, and needs no ``eps * I`` offset on singular covariances.
+    Eigenvalues round off to small negatives on singular covariances; they are clipped at 0.
 
-    - with fewer samples than dimensions (1000 images, 2048 features) the covariances are
-      singular and ``sqrtm`` may return inf/NaN; then ``eps * I`` is added to both covariances
-      and the root recomputed (a bias of order ``eps * d``, 2e-3 at the defaults);
-    - ``sigma1 @ sigma2`` has real non-negative eigenvalues, so any imaginary part of the root is
-      round-off on (near-)zero eigenvalues: it is dropped when the diagonal's imaginary parts are
-      below 1e-3 in absolute value, and a ``ValueError`` is raised otherwise.
+    Raises:
+        ValueError: shapes that do not match, non-finite moments, or a covariance that is not
+            positive semi-definite beyond round-off (an eigenvalue below ``-1e-6 lambda_max``).
 
     The result is not clipped at 0: identical statistics give a round-off-sized value of either
     sign.
@@ -275,25 +293,32 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, eps: float = 1e-6) -> float:
             raise ValueError(
                 f"{name} must have shape {shape} to match mu1 {mu1.shape}; got {value.shape}"
             )
+    for name, value in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name} must be finite; it holds NaN or inf (were the images?)")
+    w1, v1 = np.linalg.eigh(sigma1)
+    root1 = (v1 * np.sqrt(_psd_eigenvalues("sigma1", w1))) @ v1.T
+    w = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    _psd_eigenvalues("sigma2", np.linalg.eigvalsh(sigma2))
+    tr_covmean = np.sqrt(np.clip(w, 0.0, None)).sum()
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(d) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        worst = float(np.abs(np.diagonal(covmean).imag).max())
-        if worst > _IMAG_ATOL:
-            raise ValueError(
-                f"sqrtm(sigma1 @ sigma2) has an imaginary diagonal component of {worst:.3g} "
-                f"(> {_IMAG_ATOL}); the covariances are not valid (non-PSD) or badly conditioned"
-            )
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
-def fid(a: FeatureStats, b: FeatureStats, *, eps: float = 1e-6) -> float:
+def _psd_eigenvalues(name: str, w: np.ndarray) -> np.ndarray:
+    """``w`` clipped at 0 after checking that its negatives are round-off."""
+    scale = max(float(np.abs(w).max()), np.finfo(np.float64).tiny)
+    if float(w.min()) < -_NEG_RTOL * scale:
+        raise ValueError(
+            f"{name} is not a covariance: it has eigenvalue {float(w.min()):.3g} < 0 (largest "
+            f"{scale:.3g}); expected a positive semi-definite matrix"
+        )
+    return np.clip(w, 0.0, None)
+
+
+def fid(a: FeatureStats, b: FeatureStats) -> float:
     """FID between two :class:`FeatureStats` (:func:`frechet_distance` of their moments)."""
-    return frechet_distance(a.mu, a.sigma, b.mu, b.sigma, eps=eps)
+    return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
 
 
 def cached_stats(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
@@ -83,14 +83,14 @@ def check_bool(name: str, value) -> bool:
 
 
 def check_int(name: str, value, *, low: int | None = None) -> int:
-    """Validate an integer (not a bool) with an optional lower bound."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Validate an integer (not a bool; numpy integers count) with an optional lower bound."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(
             f"{name} must be an int{f' >= {low}' if low is not None else ''}; got {value!r}"
         )
     if low is not None and value < low:
         raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-    return value
+    return int(value)
 
 
 def interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:

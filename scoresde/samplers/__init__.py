@@ -7,8 +7,10 @@ below; the registry-wide contract and convergence tests pick it up.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -185,10 +187,13 @@ def sample(
     if n_steps is None and not isinstance(grid, Explicit):
         raise ValueError(f"n_steps must be an int >= 1 for grid {grid!r}; got None")
     if n_steps is not None:
-        check_int("n_steps", n_steps, low=1)
+        n_steps = check_int("n_steps", n_steps, low=1)
+        _check_memory("n_steps", n_steps, _TABLE_BYTES_PER_STEP, "the grid's coefficient tables")
     ts = grid.grid(sde, n_steps)
 
     x = _initial_state(sde, shape, x_T, generator, device, dtype)
+    if save_trajectory:
+        _check_memory("n_steps", ts.numel() - 1, x.nbytes, "save_trajectory=True")
     noise = GaussianNoise(generator) if noise is None else noise
     if not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be a NoiseSource; got {type(noise).__name__}")
@@ -210,6 +215,23 @@ def sample(
                 )
     stats = {"n_steps": ts.numel() - 1, "time_s": time.perf_counter() - start, **stats}
     return SampleResult(x=x, nfe=denoiser.nfe, ts=ts, trajectory=trajectory, stats=stats)
+
+
+# float64 entries per step that init may precompute (times, schedule and solver coefficients)
+_TABLE_BYTES_PER_STEP = 16 * 8
+
+
+def _check_memory(name: str, n_steps: int, bytes_per_step: int, what: str) -> None:
+    """Refuse a request whose per-step memory alone exceeds the machine's RAM, naming it, rather
+    than failing inside the allocator."""
+    need = n_steps * bytes_per_step
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > ram:
+        raise ValueError(
+            f"{name}={n_steps} needs about {need / 2**30:.3g} GiB for {what} "
+            f"({bytes_per_step} bytes per step), more than this machine's "
+            f"{ram / 2**30:.3g} GiB of memory; use fewer steps"
+        )
 
 
 def _check_same_process(sde, own: SDE) -> SDE:
@@ -241,10 +263,20 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
     if x_T is None:
         if shape is None:
             raise ValueError("give either shape=(batch, *dims) or x_T; got neither")
-        shape = tuple(shape)
-        if len(shape) < 1 or not all(isinstance(s, int) and s >= 1 for s in shape):
+        if (
+            not isinstance(shape, (tuple, list, torch.Size))
+            or not shape
+            or not all(
+                isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in shape
+            )
+        ):
             raise ValueError(
                 f"shape must be a tuple of positive ints (batch, *dims); got {shape!r}"
+            )
+        shape = tuple(int(s) for s in shape)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(
+                f"dtype must be a floating-point torch.dtype (e.g. torch.float32); got {dtype!r}"
             )
         gen_device = generator.device if generator is not None else device
         x = sde.prior_sample(

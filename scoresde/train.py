@@ -17,10 +17,14 @@ on the same global batch up to the order of floating-point reductions.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import os
 import random
+import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,8 @@ class TrainConfig:
         seed: seeds the batch order and the ``t`` / ``eps`` generator.
         ckpt_every: write a checkpoint every this many steps (and at the end).
         log_every: append a line to ``log.jsonl`` every this many steps.
+        keep_last: checkpoints kept (``checkpoint.pt``, then ``checkpoint.1.pt``, ...); resuming
+            falls back to an older one when the newest cannot be read.
     """
 
     steps: int = 1000
@@ -80,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 500
     log_every: int = 50
+    keep_last: int = 2
 
     def __post_init__(self):
         check_int("steps", self.steps, low=1)
@@ -97,6 +104,7 @@ class TrainConfig:
         check_int("seed", self.seed, low=0)
         check_int("ckpt_every", self.ckpt_every, low=1)
         check_int("log_every", self.log_every, low=1)
+        check_int("keep_last", self.keep_last, low=1)
 
 
 @dataclass
@@ -110,6 +118,116 @@ class TrainResult:
     images_per_s: float
     checkpoint: Path | None = None
     ema: nn.Module | None = field(default=None, repr=False)
+
+
+# TrainConfig fields that may change on resume: how long and how often, not what is optimised
+_SCHEDULE_FIELDS = ("steps", "ckpt_every", "log_every", "keep_last")
+
+
+def _recipe(config: TrainConfig, data: Tensor, data_info: dict | None) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues: the optimisation settings and
+    the data (its shape, dtype and sha256), so that resuming on other data, another batch size,
+    learning rate or seed is caught."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _SCHEDULE_FIELDS}
+    raw = data.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    fingerprint = {
+        "shape": list(data.shape),
+        "dtype": str(data.dtype),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    return {"train_config": settings, "data": {**dict(data_info or {}), "fingerprint": fingerprint}}
+
+
+def _recipe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every setting that differs (a checkpoint written before the data
+    fingerprint was recorded is compared on its settings only)."""
+    changes = [
+        f"{k}: {old['train_config'].get(k)!r} -> {v!r}"
+        for k, v in new["train_config"].items()
+        if old["train_config"].get(k, v) != v
+    ]
+    old_data, new_data = dict(old["data"]), dict(new["data"])
+    if "fingerprint" not in old_data:
+        new_data.pop("fingerprint")
+    if old_data != new_data:
+        changes.append(f"data: {old_data!r} -> {new_data!r}")
+    return changes
+
+
+def _checkpoint_paths(ckpt_path: Path, keep_last: int) -> list[Path]:
+    """``checkpoint.pt`` (newest), ``checkpoint.1.pt``, ... ``checkpoint.{keep_last-1}.pt``."""
+    return [ckpt_path] + [
+        ckpt_path.with_name(f"{ckpt_path.stem}.{i}{ckpt_path.suffix}") for i in range(1, keep_last)
+    ]
+
+
+def _rotate(paths: list[Path]) -> None:
+    """Shift the kept checkpoints down one place before the newest is written. The newest moves
+    by a hard link (a copy where links are not supported), so ``checkpoint.pt`` stays in place
+    until :func:`~scoresde.checkpoint.atomic_save` replaces it: a kill at any moment leaves a
+    readable checkpoint under the usual name."""
+    for older, newer in zip(paths[:0:-1], paths[-2::-1], strict=True):
+        if not newer.is_file():
+            continue
+        if newer != paths[0]:
+            os.replace(newer, older)
+            continue
+        tmp = older.with_name(f".{older.name}.link.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(newer, tmp)
+        except OSError:
+            shutil.copy2(newer, tmp)
+        os.replace(tmp, older)
+
+
+def _load_newest_readable(paths: list[Path], device) -> dict[str, Any]:
+    """The newest checkpoint that loads; the ones skipped are named in a warning."""
+    skipped = []
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            state = ckpt_io.load(path, map_location=device)
+        except ValueError as err:
+            skipped.append(str(err))
+            continue
+        if skipped:
+            warnings.warn(
+                f"resuming from the older {str(path)!r}; skipped: {'; '.join(skipped)}",
+                stacklevel=3,
+            )
+        return state
+    raise FileNotFoundError(
+        f"resume=True but there is no readable checkpoint at {str(paths[0])!r}"
+        + (f" nor at the older {[str(p) for p in paths[1:]]}" if len(paths) > 1 else "")
+        + (f" ({'; '.join(skipped)})" if skipped else "")
+    )
+
+
+def _clean_stale_temp_files(out_dir: Path) -> None:
+    """Remove the temporary files that a killed ``atomic_save`` leaves (``.NAME.xxxx.tmp``)."""
+    for path in out_dir.glob(".*.pt.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resume starts from), so the
+    resumed run does not log those steps twice."""
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
+            continue
+    if len(kept) != len(lines):
+        tmp = log_path.with_name(log_path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, log_path)
 
 
 def _world() -> tuple[int, int]:
@@ -154,6 +272,7 @@ def train(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    allow_recipe_change: bool = False,
     labels: Tensor | None = None,
     data_info: dict[str, Any] | None = None,
     progress: bool = True,
@@ -167,7 +286,12 @@ def train(
         config: :class:`TrainConfig`.
         out_dir: where ``checkpoint.pt``, ``ema.pt`` and ``log.jsonl`` go (``None``: nothing is
             written).
-        resume: continue from ``out_dir/checkpoint.pt`` (which must exist).
+        resume: continue from ``out_dir/checkpoint.pt`` (or, if it cannot be read, the newest
+            older one kept by ``config.keep_last``). The run must have the checkpoint's data and
+            optimisation settings (only ``steps``, ``ckpt_every``, ``log_every`` and
+            ``keep_last`` may change), else ``ValueError`` lists what differs.
+        allow_recipe_change: resume although the data or settings differ; the checkpoint then
+            records every earlier recipe under ``"recipe_history"``.
         labels: ``(N,)`` class labels for a class-conditional network.
         data_info: free-form description of the data stored in checkpoints.
         progress: tqdm bar with the running loss (rank 0 only).
@@ -204,8 +328,9 @@ def train(
         )
     out_dir = None if out_dir is None else Path(out_dir)
     ckpt_path = None if out_dir is None else out_dir / CHECKPOINT_NAME
-    if resume and (ckpt_path is None or not ckpt_path.is_file()):
-        raise FileNotFoundError(f"resume=True but there is no checkpoint at {str(ckpt_path)!r}")
+    if resume and ckpt_path is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    ckpt_paths = [] if ckpt_path is None else _checkpoint_paths(ckpt_path, config.keep_last)
 
     device = next(model.parameters()).device
     model.train()
@@ -221,18 +346,29 @@ def train(
         "parameterization": denoiser.parameterization.value,
         "time_input": ckpt_io.time_input_to_dict(denoiser.time_input),
         "model_config": model.config,
-        "train_config": asdict(config),
-        "data": dict(data_info or {}),
+        **_recipe(config, data, data_info),
+        "recipe_history": [],
     }
     step, losses, train_time = 0, [], 0.0
     if resume:
-        state = ckpt_io.load(ckpt_path, map_location=device)
+        state = _load_newest_readable(ckpt_paths, device)
         for key in ("sde", "parameterization", "time_input", "model_config"):
             if state[key] != header[key]:
                 raise ValueError(
                     f"cannot resume: the checkpoint's {key} {state[key]!r} differs from this "
                     f"run's {header[key]!r}"
                 )
+        changes = _recipe_changes(state, header)
+        if changes and not allow_recipe_change:
+            raise ValueError(
+                "cannot resume with another recipe (" + "; ".join(changes) + "); pass "
+                "allow_recipe_change=True (--allow-recipe-change) to continue anyway"
+            )
+        history = list(state.get("recipe_history", []))
+        if changes:
+            old = {k: state[k] for k in ("train_config", "data")}
+            history.append({**old, "until_step": state["step"]})
+        header["recipe_history"] = history
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -267,6 +403,7 @@ def train(
                 "rng": _rng_state(gen),
                 "timing": timing,
             }
+            _rotate(ckpt_paths)
             ckpt_io.atomic_save(full, ckpt_path)
             slim = {k: v for k, v in full.items() if k not in ("model", "optimizer", "rng")}
             ckpt_io.atomic_save(slim, out_dir / EMA_NAME)
@@ -276,6 +413,8 @@ def train(
 
     if out_dir is not None and rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temp_files(out_dir)
+        _truncate_log(out_dir / "log.jsonl", step)
     log = None if (out_dir is None or rank != 0) else open(out_dir / "log.jsonl", "a")  # noqa: SIM115
     bar = tqdm(total=config.steps, initial=step, disable=not progress or rank != 0, desc="train")
     session_steps, window, perm, perm_epoch = 0, [], None, -1

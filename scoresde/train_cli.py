@@ -94,6 +94,12 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--allow-recipe-change",
+        action="store_true",
+        help="resume although the data, batch size, learning rate, seed, ... differ "
+        "(the checkpoint records every recipe)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -236,6 +242,7 @@ def run_train(args) -> int:
             config,
             out_dir=args.out,
             resume=args.resume,
+            allow_recipe_change=args.allow_recipe_change,
             labels=labels,
             data_info=info,
             progress=not args.no_progress,

@@ -7,9 +7,11 @@ Exactness is the tolerance: every source of randomness is checkpointed and the a
 same sequence of operations, so parameters must be equal bit for bit (``torch.equal``).
 """
 
+import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -137,7 +139,7 @@ def test_resume_refuses_a_different_model_or_sde(tmp_path):
     other.sde = S.VESDE()
     with pytest.raises(ValueError, match="cannot resume: the checkpoint's sde"):
         train(other, data, config(8), out_dir=tmp_path, resume=True, progress=False)
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(FileNotFoundError, match="no readable checkpoint at"):
         train(
             make_denoiser(),
             data,
@@ -154,3 +156,53 @@ def test_foreign_files_are_refused(tmp_path):
         ckpt_io.load(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         ckpt_io.load(tmp_path / "missing.pt")
+
+
+def test_resume_refuses_another_recipe_unless_told_and_then_records_both(tmp_path):
+    data = toy_2d("ring", 256, seed=0)
+    train(make_denoiser(), data, config(4), out_dir=tmp_path, progress=False)
+    other_data = toy_2d("ring", 256, seed=1)
+    changed = {
+        "data": (other_data, config(8)),
+        "batch_size": (data, replace(config(8), batch_size=16)),
+        "lr": (data, replace(config(8), lr=1e-3)),
+        "seed": (data, replace(config(8), seed=4)),
+    }
+    for name, (d, cfg) in changed.items():
+        with pytest.raises(ValueError, match=f"cannot resume with another recipe \\({name}: "):
+            train(make_denoiser(), d, cfg, out_dir=tmp_path, resume=True, progress=False)
+    out = train(make_denoiser(), data, config(6), out_dir=tmp_path, resume=True, progress=False)
+    assert out.step == 6  # steps (and ckpt/log intervals) may change
+    train(make_denoiser(), data, replace(config(8), lr=1e-3), out_dir=tmp_path, resume=True,
+          allow_recipe_change=True, progress=False)  # fmt: skip
+    state = ckpt_io.load(tmp_path / CHECKPOINT_NAME)
+    assert state["train_config"]["lr"] == 1e-3 and state["step"] == 8
+    (before,) = state["recipe_history"]
+    assert before["train_config"]["lr"] == 2e-3 and before["until_step"] == 6
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    data = toy_2d("ring", 256, seed=0)
+    ref = train(make_denoiser(), data, config(12), out_dir=tmp_path / "ref", progress=False)
+    run = tmp_path / "run"
+    train(make_denoiser(), data, config(8), out_dir=run, progress=False)  # checkpoints at 4 and 8
+    assert ckpt_io.load(run / "checkpoint.1.pt")["step"] == 4
+    raw = (run / CHECKPOINT_NAME).read_bytes()
+    (run / CHECKPOINT_NAME).write_bytes(raw[: len(raw) // 2])  # a torn newest checkpoint
+    with pytest.warns(UserWarning, match=r"resuming from the older .*checkpoint.1.pt'; skipped"):
+        out = train(make_denoiser(), data, config(12), out_dir=run, resume=True, progress=False)
+    assert out.step == 12 and out.losses == ref.losses
+
+
+def test_resume_cleans_temp_files_and_logs_each_step_once(tmp_path):
+    data = toy_2d("ring", 256, seed=0)
+    train(make_denoiser(), data, config(8), out_dir=tmp_path, progress=False)
+    stale = tmp_path / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    # a run killed after logging step 10 but before its checkpoint at 12 resumes from step 8
+    with open(tmp_path / "log.jsonl", "a") as log:
+        log.write('{"step": 10, "loss": 1.0}\n{"step": 1')
+    train(make_denoiser(), data, config(12), out_dir=tmp_path, resume=True, progress=False)
+    assert not stale.exists()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10, 12]

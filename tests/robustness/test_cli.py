@@ -77,7 +77,10 @@ BAD = {
         "train --data mnist --data-dir /no/such/dir --out OUT",
         "data directory not found: '/no/such/dir'",
     ),
-    "resume-without-checkpoint": ("train --data ring --out OUT --resume", "no checkpoint at"),
+    "resume-without-checkpoint": (
+        "train --data ring --out OUT --resume",
+        "no readable checkpoint at",
+    ),
     "bad-batch-size": (
         "train --data ring --out OUT --batch-size 0",
         "batch_size must be an int >= 1; got 0",

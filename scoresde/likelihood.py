@@ -96,6 +96,8 @@ def log_prob(
     atol = check_real("atol", atol, low=0.0, low_open=True)
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
         raise ValueError("x must be a floating-point tensor of shape (batch, *dims)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite; it holds NaN or inf")
     d = x[0].numel()
     exact = divergence == "exact" or (divergence == "auto" and d <= EXACT_MAX_DIM)
     probe = None
@@ -123,14 +125,33 @@ def log_prob(
             else:
                 (grad,) = torch.autograd.grad((drift * probe).sum(), y)
                 div = (grad * probe).flatten(1).sum(1)
+        # The adaptive solver rejects a trial step whose stages are not finite, so a NaN is not
+        # an error here; the first one at a finite state and time is kept to name it if the
+        # solve fails (the solver syncs every step anyway).
+        if not first_bad and bool(torch.isfinite(y).all() and torch.isfinite(t)):
+            if not bool(torch.isfinite(drift).all() and torch.isfinite(div).all()):
+                first_bad.append(f"t={float(t):.6g} (lambda={float(lam):.6g})")
         return drift.detach(), div.detach()
 
     denoiser.reset_nfe()
     lams = torch.tensor([lam_start, lam_end], dtype=x.dtype, device=x.device)
     zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    ys, deltas = odeint(
-        rhs, (x / math.exp(log_alpha_start), zero), lams, method=method, rtol=rtol, atol=atol
-    )
+    first_bad: list[str] = []
+    try:
+        ys, deltas = odeint(
+            rhs, (x / math.exp(log_alpha_start), zero), lams, method=method, rtol=rtol, atol=atol
+        )
+    except AssertionError as err:  # torchdiffeq's "underflow in dt": the step size collapsed
+        where = first_bad[0] if first_bad else "an unknown time"
+        raise FloatingPointError(
+            f"non-finite model output in log_prob at {where}; the {method!r} solve from "
+            f"t_min={sde.t_min:.6g} to T={sde.T:.6g} could not step past it ({err})"
+        ) from err
+    if not bool(torch.isfinite(ys[-1]).all() and torch.isfinite(deltas[-1]).all()):
+        where = first_bad[0] if first_bad else "an unknown time"
+        raise FloatingPointError(
+            f"non-finite result of log_prob: the model output first became non-finite at {where}"
+        )
     z = ys[-1] * math.exp(log_alpha_end)
     # log p_x(x) = log p_y(y) - d log alpha at both ends of the solve
     delta = deltas[-1] + d * (log_alpha_end - log_alpha_start)

@@ -122,6 +122,14 @@ class UNet(nn.Module):
                 f"image_size={image_size} must be divisible by 2^(len(channel_mults)-1) = "
                 f"{2 ** (len(channel_mults) - 1)} for channel_mults={channel_mults}"
             )
+        levels = [image_size // 2**k for k in range(len(channel_mults))]
+        unmatched = sorted(set(attention_resolutions) - set(levels))
+        if unmatched:
+            raise ValueError(
+                f"attention_resolutions {list(attention_resolutions)} include {unmatched}, which "
+                f"match no UNet level; the levels of image_size={image_size} with "
+                f"channel_mults={channel_mults} have resolutions {levels}"
+            )
         if channels % groups:
             raise ValueError(f"channels={channels} must be a multiple of groups={groups}")
         if num_classes is not None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import scoresde as S
+from scoresde.likelihood import log_prob
 
 DEN = S.ring_mixture().denoiser(S.VPSDE())
 
@@ -48,3 +49,29 @@ def test_bad_arguments_get_one_clear_error(kw, match):
 def test_a_trajectory_larger_than_memory_is_refused_before_sampling():
     with pytest.raises(ValueError, match=r"n_steps=100000 needs about .* GiB for save_trajectory"):
         run(shape=(512, 3, 64, 64), n_steps=10**5, save_trajectory=True)
+
+
+def test_an_attention_resolution_that_matches_no_unet_level_is_refused():
+    from scoresde.models import UNet
+
+    with pytest.raises(
+        ValueError, match=r"include \[8\], which match no UNet level.*\[28, 14, 7\]"
+    ):
+        UNet(image_size=28, channel_mults=(1, 2, 2), attention_resolutions=(8,))
+
+
+def test_log_prob_refuses_a_non_finite_input():
+    with pytest.raises(ValueError, match="x must be finite"):
+        log_prob(DEN, torch.tensor([[float("nan"), 0.0]]))
+
+
+def test_log_prob_names_where_the_model_output_became_non_finite():
+    inner = DEN
+
+    def net(x, t):  # NaN once t passes 0.5 on the way from t_min to T
+        out = inner.raw(x, t)
+        return torch.where(t[:, None] > 0.5, torch.full_like(out, float("nan")), out)
+
+    d = S.Denoiser(net, inner.sde, inner.parameterization)
+    with pytest.raises(FloatingPointError, match=r"non-finite model output in log_prob at t=0\.5"):
+        log_prob(d, torch.zeros(2, 2, dtype=torch.float64))

@@ -24,7 +24,7 @@ import torch
 from .denoiser import ContinuousTime, Denoiser, LogSigmaInput, SigmaInput, TimeInput, TrainIndex
 from .models import build_model
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
-from .utils import first_sentence
+from .utils import check_device, first_sentence
 
 __all__ = [
     "FORMAT",
@@ -120,6 +120,8 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+    if not callable(map_location) and not isinstance(map_location, dict):
+        check_device("map_location", map_location)
     try:
         # weights_only: plain tensors, dicts, lists and numbers only (no pickled code)
         ckpt = torch.load(path, map_location=map_location, weights_only=True)

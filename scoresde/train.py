@@ -23,6 +23,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -412,7 +413,13 @@ def train(
         timing["checkpoint"] += time.perf_counter() - start
 
     if out_dir is not None and rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=out_dir).close()
+        except OSError as err:
+            raise ValueError(
+                f"out_dir {str(out_dir)!r} is not a writable directory ({err.strerror})"
+            ) from err
         _clean_stale_temp_files(out_dir)
         _truncate_log(out_dir / "log.jsonl", step)
     log = None if (out_dir is None or rank != 0) else open(out_dir / "log.jsonl", "a")  # noqa: SIM115

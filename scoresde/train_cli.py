@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .utils import check_device
+
 __all__ = ["add_train_parsers", "SDE_CHOICES", "make_sde"]
 
 SDE_CHOICES = ("vp", "subvp", "ve", "ddpm")
@@ -153,6 +155,8 @@ def _error(msg: str) -> int:
 
 
 def _setup_threads(args) -> None:
+    """``--threads`` and ``--device``, checked before any work (every verb calls this first)."""
+    check_device("--device", args.device)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")

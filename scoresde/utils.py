@@ -76,6 +76,20 @@ def first_sentence(err: BaseException, limit: int = 100) -> str:
     return text.split(". ")[0][:limit]
 
 
+def check_device(name: str, device) -> torch.device:
+    """A ``torch.device`` from a string or device, refusing a CUDA device where CUDA is missing
+    (torch would fail later with an assertion or a deserialisation error)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"{name} must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}"
+        ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={device!r} but CUDA is not available on this machine; use 'cpu'")
+    return dev
+
+
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool (True or False); got {value!r}")

@@ -91,13 +91,26 @@ BAD = {
         "checkpoint not found: '/no/such.pt'",
     ),
     "nll-missing-ckpt": ("nll --ckpt /no/such.pt", "checkpoint not found"),
+    "out-under-a-file": (
+        "train --data ring --out afile/run --steps 1",
+        "out_dir 'afile/run' is not a writable directory (Not a directory)",
+    ),
+    "bogus-device": ("train --data ring --out OUT --device tpu", "--device must be a torch device"),
 }
+if not torch.cuda.is_available():
+    for verb, rest in [("train", "--data ring --out OUT"), ("nll", "--ckpt x.pt"),
+                       ("sample", "--ckpt x.pt --nfe 4 --out x.pt")]:  # fmt: skip
+        BAD[f"{verb}-cuda-without-cuda"] = (
+            f"{verb} {rest} --device cuda",
+            "--device='cuda' but CUDA is not available on this machine",
+        )
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_paths_and_arguments_exit_2_with_a_message(tmp_path, monkeypatch, capsys, case):
     argv, message = BAD[case]
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").touch()
     assert run(argv) == 2
     assert message in capsys.readouterr().err
 

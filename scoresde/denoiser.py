@@ -214,6 +214,33 @@ class Denoiser:
     def _net_name(self) -> str:
         return getattr(self.net, "__name__", type(self.net).__name__)
 
+    def process(self, sde: SDE | None = None) -> SDE:
+        """The process to run this denoiser under: its own, or ``sde`` if that is the same
+        process (``alpha`` and ``sigma`` agree; ``T`` and ``t_min`` may differ). Sampling a
+        network under another schedule gives samples of the wrong spread, silently, so a
+        different process raises ``ValueError``."""
+        own = self.sde
+        if sde is None or sde is own:
+            return own
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+        lo, hi = max(sde.t_min, own.t_min), min(sde.T, own.T)
+        if lo >= hi:
+            raise ValueError(
+                f"sde={sde!r} does not overlap the time range of the denoiser's process {own!r}"
+            )
+        t = torch.linspace(lo, hi, 33, dtype=torch.float64)
+        for name in ("alpha", "sigma"):
+            a, b = getattr(sde, name)(t), getattr(own, name)(t)
+            if not torch.allclose(a, b, rtol=1e-9, atol=1e-12):
+                k = int((a - b).abs().argmax())
+                raise ValueError(
+                    f"sde={sde!r} is not the process the denoiser was built with ({own!r}): "
+                    f"{name}(t={float(t[k]):.4g}) is {float(a[k]):.6g} vs {float(b[k]):.6g}; "
+                    "leave sde out (the denoiser knows its process) or build the Denoiser with it"
+                )
+        return sde
+
     def reset_nfe(self) -> None:
         self.nfe = 0
 

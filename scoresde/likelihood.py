@@ -44,8 +44,11 @@ from .data import images_to_float
 from .denoiser import Denoiser
 from .sde import SDE
 from .utils import check_int, check_real
+from .vlb import VLBResult, vlb  # the variational bound, the other likelihood figure
 
-__all__ = ["LogProbResult", "NLLResult", "log_prob", "image_nll_bpd", "DIVERGENCES"]
+__all__ = [
+    "LogProbResult", "NLLResult", "VLBResult", "log_prob", "image_nll_bpd", "vlb", "DIVERGENCES",
+]  # fmt: skip
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 # "auto" takes the exact divergence up to this many dimensions (d vector-Jacobian products)
@@ -89,7 +92,7 @@ def log_prob(
         generator: RNG of the Hutchinson probe.
         prior_logp: ``log p_T(z)`` per sample; default ``sde.prior_logp``.
     """
-    sde = denoiser.sde if sde is None else sde
+    sde = denoiser.process(sde)
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence must be one of {list(DIVERGENCES)}; got {divergence!r}")
     rtol = check_real("rtol", rtol, low=0.0, low_open=True)

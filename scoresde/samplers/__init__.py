@@ -180,7 +180,7 @@ def sample(
         )
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
-    sde = denoiser.sde if sde is None else _check_same_process(sde, denoiser.sde)
+    sde = denoiser.process(sde)
     grid = UniformTime() if grid is None else grid
     if not isinstance(grid, TimeGrid):
         raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {type(grid).__name__}")
@@ -232,31 +232,6 @@ def _check_memory(name: str, n_steps: int, bytes_per_step: int, what: str) -> No
             f"({bytes_per_step} bytes per step), more than this machine's "
             f"{ram / 2**30:.3g} GiB of memory; use fewer steps"
         )
-
-
-def _check_same_process(sde, own: SDE) -> SDE:
-    """``sde`` must be the denoiser's own process (it may differ in ``T`` / ``t_min``): a network
-    sampled under another schedule gives samples of the wrong spread, silently."""
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
-    if sde is own:
-        return sde
-    lo, hi = max(sde.t_min, own.t_min), min(sde.T, own.T)
-    if lo >= hi:
-        raise ValueError(
-            f"sde={sde!r} does not overlap the time range of the denoiser's process {own!r}"
-        )
-    t = torch.linspace(lo, hi, 33, dtype=torch.float64)
-    for name in ("alpha", "sigma"):
-        a, b = getattr(sde, name)(t), getattr(own, name)(t)
-        if not torch.allclose(a, b, rtol=1e-9, atol=1e-12):
-            k = int((a - b).abs().argmax())
-            raise ValueError(
-                f"sde={sde!r} is not the process the denoiser was built with ({own!r}): "
-                f"{name}(t={float(t[k]):.4g}) is {float(a[k]):.6g} vs {float(b[k]):.6g}; "
-                "leave sde out (the denoiser knows its process) or build the Denoiser with it"
-            )
-    return sde
 
 
 def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:

@@ -18,6 +18,7 @@ from ..grids import Explicit, TimeGrid, UniformTime
 from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
+from .adams import IPNDM, LMS
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
 from .dpm_solver_multistep import (
@@ -75,6 +76,8 @@ __all__ = [
     "UniPC",
     "PNDM",
     "PLMS",
+    "IPNDM",
+    "LMS",
     "ReverseDiffusion",
     "Ancestral",
     "TorchsdeSampler",
@@ -115,6 +118,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
         UniPC,
         PNDM,
         PLMS,
+        IPNDM,
+        LMS,
         ReverseDiffusion,
         Ancestral,
         TorchsdeSampler,

@@ -33,6 +33,7 @@ from .dpm_solver_multistep import (
 )
 from .dpm_solver_singlestep import DPMSolver2S, DPMSolver3S, DPMSolverAdaptive, DPMSolverPP2S
 from .edm import EDMStochastic
+from .er_sde import ERSDE
 from .exponential import DEIS1, DEIS2, DEIS3
 from .langevin import AnnealedLangevin
 from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
@@ -87,6 +88,7 @@ __all__ = [
     "SDEDPMSolver1",
     "SDEDPMSolverPP2M",
     "EDMStochastic",
+    "ERSDE",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -128,6 +130,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
         SDEDPMSolver1,
         SDEDPMSolverPP2M,
         EDMStochastic,
+        ERSDE,
     )
 }
 

@@ -25,7 +25,7 @@ noise.
   moment recursion instead (below), at the same 5 SE, and its declared variance floor
   ``snr^2`` against the recursion at 2048 steps.
 * Gaussian mixture: on ``gmm_2d`` the sliced-Wasserstein distance to exact samples of ``p_t_min``
-  (``GaussianMixture.sample_marginal``) falls from 8 to 64 steps by more than three times the
+  (``GaussianMixture.sample_marginal``) falls from 8 (4 for ``COARSE_STEPS``) to 64 steps by more than three times the
   distance between two independent exact samples of the same size (the estimator's own noise
   scale).
 """
@@ -258,16 +258,22 @@ def gmm_problem():
     return data, exact, noise_floor, x_T
 
 
+# Samplers accurate enough at 8 steps that the fall to 64 steps is within 3 estimator floors:
+# compared from 4 steps instead (er_sde: SW 0.17, 0.041, 0.016 at 4, 8, 64 steps; floor 0.012).
+COARSE_STEPS = {"er_sde": 4}
+
+
 @pytest.mark.parametrize("key", [k for k, c in sorted(SAMPLERS.items()) if c.stochastic])
 def test_sliced_wasserstein_to_exact_samples_falls_with_n_steps(key, gmm_problem):
     data, exact, floor, x_T = gmm_problem
     sampler = S.get_sampler(key, **MC_OPTIONS.get(key, {}))
     den = data.denoiser(SDE)
     dist = {}
-    for n in (8, 64):
+    coarse = COARSE_STEPS.get(key, 8)
+    for n in (coarse, 64):
         gen = torch.Generator().manual_seed(n)
         x = S.sample(sampler, den, x_T=x_T, n_steps=n, generator=gen, progress=False).x
         dist[n] = sliced_wasserstein(
             x, exact, p=1, n_projections=128, generator=torch.Generator().manual_seed(0)
         )
-    assert dist[8] - dist[64] > 3 * floor, f"{key}: SW {dist} (estimator floor {floor:.4f})"
+    assert dist[coarse] - dist[64] > 3 * floor, f"{key}: SW {dist} (estimator floor {floor:.4f})"

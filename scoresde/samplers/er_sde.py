@@ -50,8 +50,9 @@ def _log_rho_rule(rho_hi: float, rho_lo: float) -> tuple[torch.Tensor, torch.Ten
     a, b = math.log(rho_lo), math.log(rho_hi)
     m = max(1, math.ceil((b - a) / 0.25))
     edges = np.linspace(a, b, m + 1)
-    u = np.concatenate([0.5 * (q - p) * _GL_X + 0.5 * (q + p) for p, q in zip(edges, edges[1:])])
-    w = np.concatenate([0.5 * (q - p) * _GL_W for p, q in zip(edges, edges[1:])])
+    lo, hi = edges[:-1, None], edges[1:, None]
+    u = (0.5 * (hi - lo) * _GL_X + 0.5 * (hi + lo)).ravel()
+    w = (0.5 * (hi - lo) * _GL_W).ravel()
     rho = np.exp(u)
     return torch.from_numpy(rho), torch.from_numpy(w * rho)
 

@@ -60,7 +60,7 @@ def er_sde_reference(model, y, rhos, draws, phi, stages):
             d = (x0 - x0_old) / (s - float(rhos[i - 1]))
             y_new = y_new + ((t - s) + f(t) * i1) * d
         if stage >= 3:
-            i2 = integrate.quad(lambda r: (r - s) / f(r), t, s, epsabs=1e-13, epsrel=1e-13)[0]
+            i2 = integrate.quad(lambda r, s=s: (r - s) / f(r), t, s, epsabs=1e-13, epsrel=1e-13)[0]
             dd = 2 * (d - d_old) / (s - float(rhos[i - 2]))
             y_new = y_new + ((t - s) ** 2 / 2 + f(t) * i2) * dd
         y = y_new + math.sqrt(max(t**2 - s**2 * ratio**2, 0.0)) * draws[i]

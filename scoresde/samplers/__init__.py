@@ -38,6 +38,7 @@ from .exponential import DEIS1, DEIS2, DEIS3
 from .langevin import AnnealedLangevin
 from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
+from .restart import Restart
 from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
 from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M
 from .unipc import PLMS, PNDM, UniPC
@@ -89,6 +90,7 @@ __all__ = [
     "SDEDPMSolverPP2M",
     "EDMStochastic",
     "ERSDE",
+    "Restart",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -131,6 +133,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
         SDEDPMSolverPP2M,
         EDMStochastic,
         ERSDE,
+        Restart,
     )
 }
 

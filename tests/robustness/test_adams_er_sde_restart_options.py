@@ -40,3 +40,37 @@ def test_er_sde_rejects_a_scaler_that_is_not_callable_or_returns_the_wrong_shape
 def test_er_sde_rejects_negative_s_noise(s_noise):
     with pytest.raises(ValueError, match="s_noise must be"):
         S.get_sampler("er_sde", s_noise=s_noise)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(K=-1), "K must be an int >= 0"),
+        (dict(restart_steps=0), "restart_steps must be an int >= 1"),
+        (dict(restart_interval=(0.3, 0.06)), r"restart_interval\[1\] must be"),
+        (dict(restart_interval=(0.0, 0.3)), r"restart_interval\[0\] must be"),
+        (dict(restart_interval=0.3), "restart_interval must be a pair"),
+        (dict(interval_variable="lambda"), "interval_variable must be one of"),
+        (dict(solver="euler_maruyama"), "solver must be a deterministic step-based sampler"),
+        (dict(solver="pndm"), "NFE is proportional"),
+        (dict(solver="no_such_sampler"), "solver must be a registry key"),
+    ],
+)
+def test_restart_rejects_bad_options_at_construction(options, match):
+    with pytest.raises(ValueError, match=match):
+        S.get_sampler("restart", **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(restart_interval=(1e-4, 0.3)),
+        dict(restart_interval=(0.06, 1e4)),
+        dict(restart_interval=(0.5, 2.0), interval_variable="t"),
+    ],  # fmt: skip
+)
+def test_restart_interval_outside_the_grid_is_reported(options):
+    sde = S.VESDE()
+    den = S.Gaussian([0.0], std=1.0).denoiser(sde)
+    with pytest.raises(ValueError, match="restart_interval must lie inside the grid"):
+        S.sample(S.get_sampler("restart", **options), den, shape=(2, 1), n_steps=8, progress=False)

@@ -123,7 +123,10 @@ class Restart(Sampler):
         lo, hi = self.restart_interval
         if self.interval_variable == "t":
             t_hi = torch.tensor(hi, dtype=torch.float64)
-            s_lo, s_hi = (float(torch.exp(-sde.lambda_(torch.tensor(v)))) for v in (lo, hi))
+            s_lo, s_hi = (
+                float(torch.exp(-sde.lambda_(torch.tensor(v, dtype=torch.float64))))
+                for v in (lo, hi)
+            )
         else:
             s_lo, s_hi = lo, hi
             t_hi = sde.inverse_lambda(torch.tensor(-math.log(hi), dtype=torch.float64))

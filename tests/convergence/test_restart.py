@@ -76,3 +76,18 @@ def test_restart_happens_at_the_grid_point_nearest_the_lower_end():
     assert ts_r[-1] == ts[j] and len(ts_r) == 4
     torch.testing.assert_close(torch.exp(-sde.lambda_(ts_r[0])), torch.tensor(0.30).double())
     assert r.nfe(18) == 2 * 18 + 2 * 2 * 3
+
+
+@pytest.mark.parametrize("sde_key", sorted(SDES))
+def test_a_restart_interval_in_t_is_the_same_interval_in_sigma(sde_key):
+    sde = SDES[sde_key]
+    ts = S.UniformLambda().grid(sde, 20)
+    t_lo, t_hi = 0.05, 0.2
+    s_lo, s_hi = (float(torch.exp(-sde.lambda_(torch.tensor(t, dtype=torch.float64))))
+                  for t in (t_lo, t_hi))  # fmt: skip
+    j_t, ts_t = S.get_sampler(
+        "restart", restart_interval=(t_lo, t_hi), interval_variable="t"
+    ).restart_grid(sde, ts)
+    j_s, ts_s = S.get_sampler("restart", restart_interval=(s_lo, s_hi)).restart_grid(sde, ts)
+    assert j_t == j_s
+    torch.testing.assert_close(ts_t, ts_s, rtol=1e-10, atol=1e-12)

@@ -39,6 +39,13 @@ _AB = {
 }
 
 
+def _check_order(name: str, value, key: str) -> int:
+    value = check_int(name, value, low=1)
+    if value > 4:
+        raise ValueError(f"{name} must be an int in [1, 4] for sampler {key!r}; got {value!r}")
+    return value
+
+
 class _AdamsInRho(Sampler):
     """Shared ``init``/``step``: subclasses give the ``(n_steps, max_order)`` weight table."""
 
@@ -92,13 +99,25 @@ class IPNDM(_AdamsInRho):
     tables; ``lms`` is the same update with the grid's own weights, of order 4.
     **NFE per step** 1. **Stochastic** no.
     **Reference** Zhang & Chen 2023, "Fast Sampling of Diffusion Models with Exponential
-    Integrator", Sec. 4.2 / App. (iPNDM: PNDM with a lower-order multistep warm start).
+    Integrator", Sec. 4.2 / App. (iPNDM: PNDM with a lower-order multistep warm start); the
+    ``sample_ipndm`` of zju-pi's diff-sampler and ComfyUI is this update.
+
+    Args:
+        max_order: the highest Adams–Bashforth order used, 1-4 (default 4; ComfyUI's keyword).
+            ``max_order = 1`` is DDIM; 2-4 have order 2 on a general grid (see above).
     """
 
     name = "ipndm"
     order = 2
-    max_order = 4
     reference = "zhang2023deis"
+
+    def __init__(self, *, max_order: int = 4):
+        self.max_order = _check_order("max_order", max_order, "ipndm")
+        if max_order == 1:
+            self.order = 1
+
+    def options(self):
+        return {"max_order": self.max_order}
 
     def weights(self, sde, s, orders):
         drho = torch.exp(-s.lambda_[1:]) - torch.exp(-s.lambda_[:-1])
@@ -138,10 +157,7 @@ class LMS(_AdamsInRho):
     reference = "crowson2022kdiffusion"
 
     def __init__(self, *, order: int = 4):
-        order = check_int("order", order, low=1)
-        if order > 4:
-            raise ValueError(f"order must be an int in [1, 4] for sampler 'lms'; got {order!r}")
-        self.order = self.max_order = order
+        self.order = self.max_order = _check_order("order", order, "lms")
 
     def options(self):
         return {"order": self.order}

@@ -37,14 +37,14 @@ def test_lms_matches_k_diffusion_sample_lms(kd, sde_key, order):
     )
 
 
-def ipndm_reference(model, y, sigmas):
+def ipndm_reference(model, y, sigmas, max_order=4):
     """iPNDM in k-diffusion's coordinates, from the algorithm: ``d_i = (y - D) / sigma_i``,
-    ``y <- y + (sigma_{i+1} - sigma_i) sum_j b^{(q)}_j d_{i-j}``, ``q = min(4, i + 1)``."""
+    ``y <- y + (sigma_{i+1} - sigma_i) sum_j b^{(q)}_j d_{i-j}``, ``q = min(max_order, i + 1)``."""
     ds = []
     for i in range(len(sigmas) - 1):
         s = sigmas[i : i + 1].expand(y.shape[0])
         ds.insert(0, (y - model(y, s)) / sigmas[i])
-        b = AB[min(4, i + 1) - 1]
+        b = AB[min(max_order, i + 1) - 1]
         y = y + (sigmas[i + 1] - sigmas[i]) * sum(c * d for c, d in zip(b, ds, strict=False))
     return y
 
@@ -57,3 +57,13 @@ def test_ipndm_matches_the_algorithm_written_out(sde_key, grid):
     torch.testing.assert_close(
         ours("ipndm", sde, ts, x_T), sde.alpha(ts[-1]) * y, rtol=1e-12, atol=1e-12
     )
+
+
+@pytest.mark.parametrize("max_order", [1, 2, 3])
+def test_ipndm_of_lower_max_order_matches_the_algorithm(max_order):
+    sde, ts, x_T, y_T = setup("vp", 12, S.Karras())
+    y = ipndm_reference(VEModel(sde), y_T, torch.exp(-sde.lambda_(ts)), max_order)
+    torch.testing.assert_close(
+        ours("ipndm", sde, ts, x_T, max_order=max_order), sde.alpha(ts[-1]) * y,
+        rtol=1e-12, atol=1e-12,
+    )  # fmt: skip

@@ -12,6 +12,12 @@ def test_lms_rejects_orders_outside_1_to_4(order):
         S.get_sampler("lms", order=order)
 
 
+@pytest.mark.parametrize("max_order", [0, 5, 3.0, True])
+def test_ipndm_rejects_max_orders_outside_1_to_4(max_order):
+    with pytest.raises(ValueError, match="max_order must be an int"):
+        S.get_sampler("ipndm", max_order=max_order)
+
+
 @pytest.mark.parametrize("order", [0, 4, 1.5, False])
 def test_er_sde_rejects_solver_orders_outside_1_to_3(order):
     with pytest.raises(ValueError, match="solver_order must be an int"):

@@ -5,7 +5,7 @@ models", arXiv:2309.06169) write the family of reverse-time SDEs that share the 
 diffusion in VE-equivalent coordinates ``y = x / alpha``, ``rho = sigma / alpha`` (their
 ``sigma``; k-diffusion's and EDM's noise level), and parameterise it by a *noise scale function*
 ``phi(rho)``. With the data prediction ``x0(y, rho)`` the exact solution from ``rho_s`` to
-``rho_t < rho_s`` is (their eq. 11 / Theorem 1, in the VE form)
+``rho_t < rho_s`` is (their Sec. 3-4, in the VE form)
 
 .. math:: y_t = \frac{\phi(\rho_t)}{\phi(\rho_s)} y_s
           + \phi(\rho_t) \int_{\rho_t}^{\rho_s} \frac{\phi'(\rho)}{\phi(\rho)^2}\, x_0(\rho)\,d\rho

@@ -12,7 +12,7 @@ grid, and when it reaches the lower end ``t_min`` of a restart interval ``[t_min
 and solves the ODE from ``t_max`` back to ``t_min`` again (Xu et al. 2023, Algorithm 1). The
 forward step is the process's own transition, so an exact ODE solver would leave the marginal at
 ``t_min`` unchanged, and the accumulated error contracts by a factor that falls with ``t_max``
-(their Theorem 2).
+(their Sec. 4).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class Restart(Sampler):
     r"""Restart sampling: a deterministic ODE sampler on the grid, plus ``K`` restart cycles.
 
     The lower end of the restart interval is snapped to the grid point whose noise level
-    ``s = sigma/alpha`` is closest to it in ``log s`` (among the points below ``t_max``; the
-    reference code also restarts at a grid point). Call it ``t_j``. Step ``j - 1`` (the one that
+    ``s = sigma/alpha`` is closest to it in ``log s`` (among the points below ``t_max``), so
+    that the restart fits in the driver's loop. Call it ``t_j``. Step ``j - 1`` (the one that
     ends at ``t_j``) is followed, inside the same driver step, by ``K`` cycles of:
     ``x <- (alpha_max/alpha_j) x + sqrt(sigma_max^2 - (alpha_max/alpha_j)^2 sigma_j^2) z`` (the
     exact forward transition, ``z`` an auxiliary draw of the noise source), then

@@ -18,7 +18,7 @@ import torch
 
 import scoresde as S
 from tests.convergence.test_sde_weak_order import discrete_moments, exact_moments
-from tests.helpers import empirical_order, format_table, gmm_2d
+from tests.helpers import NoHostSync, empirical_order, format_table, gmm_2d
 
 SDES = {"vp": S.VPSDE(), "ve": S.VESDE(), "ddpm": S.DiscreteVPSDE.linear()}
 
@@ -91,3 +91,25 @@ def test_a_restart_interval_in_t_is_the_same_interval_in_sigma(sde_key):
     j_s, ts_s = S.get_sampler("restart", restart_interval=(s_lo, s_hi)).restart_grid(sde, ts)
     assert j_t == j_s
     torch.testing.assert_close(ts_t, ts_s, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "deis_3", "dpm_solver_pp_3m", "ipndm", "lms"])
+def test_restart_with_a_multistep_solver_counts_nfe_and_makes_no_host_sync(solver):
+    """The contract test checks the default solver; multistep solvers keep per-segment history,
+    restarted for each segment and cycle, still without a host sync."""
+    sde = SDES["vp"]
+    den = gmm_2d().denoiser(sde)
+    sampler = S.get_sampler("restart", solver=solver)
+    ts = S.UniformLambda().grid(sde, 12)
+    x = sde.prior_sample((4, 2), generator=torch.Generator().manual_seed(0))
+    noise = S.GaussianNoise(torch.Generator().manual_seed(1))
+    noise.bind(ts, x)
+    with torch.inference_mode():
+        state = sampler.init(den, sde, ts, x)
+        grid = ts.tolist()
+        with NoHostSync():
+            for i in range(12):
+                x, state = sampler.step(den, sde, grid, i, x, state, noise)
+    assert torch.isfinite(x).all()
+    res = S.sample(sampler, den, shape=(4, 2), n_steps=12, progress=False)
+    assert res.nfe == sampler.nfe(12) == 12 + 2 * 3

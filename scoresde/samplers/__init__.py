@@ -20,6 +20,7 @@ from ..grids import Explicit, TimeGrid, UniformTime
 from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
+from .adams import IPNDM, LMS
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
 from .dpm_solver_multistep import (
@@ -34,10 +35,12 @@ from .dpm_solver_multistep import (
 )
 from .dpm_solver_singlestep import DPMSolver2S, DPMSolver3S, DPMSolverAdaptive, DPMSolverPP2S
 from .edm import EDMStochastic
+from .er_sde import ERSDE
 from .exponential import DEIS1, DEIS2, DEIS3
 from .langevin import AnnealedLangevin
 from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
+from .restart import Restart
 from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
 from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M
 from .unipc import PLMS, PNDM, UniPC
@@ -77,6 +80,8 @@ __all__ = [
     "UniPC",
     "PNDM",
     "PLMS",
+    "IPNDM",
+    "LMS",
     "ReverseDiffusion",
     "Ancestral",
     "TorchsdeSampler",
@@ -86,6 +91,8 @@ __all__ = [
     "SDEDPMSolver1",
     "SDEDPMSolverPP2M",
     "EDMStochastic",
+    "ERSDE",
+    "Restart",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -117,6 +124,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
         UniPC,
         PNDM,
         PLMS,
+        IPNDM,
+        LMS,
         ReverseDiffusion,
         Ancestral,
         TorchsdeSampler,
@@ -125,6 +134,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
         SDEDPMSolver1,
         SDEDPMSolverPP2M,
         EDMStochastic,
+        ERSDE,
+        Restart,
     )
 }
 

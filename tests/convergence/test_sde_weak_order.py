@@ -25,7 +25,7 @@ noise.
   moment recursion instead (below), at the same 5 SE, and its declared variance floor
   ``snr^2`` against the recursion at 2048 steps.
 * Gaussian mixture: on ``gmm_2d`` the sliced-Wasserstein distance to exact samples of ``p_t_min``
-  (``GaussianMixture.sample_marginal``) falls from 8 to 64 steps by more than three times the
+  (``GaussianMixture.sample_marginal``) falls from 8 (4 for ``COARSE_STEPS``) to 64 steps by more than three times the
   distance between two independent exact samples of the same size (the estimator's own noise
   scale).
 """
@@ -54,7 +54,9 @@ STEP_COUNTS = {1: [64, 128, 256, 512], 2: [128, 256, 512, 1024]}
 # Samplers with their own weak-convergence test below: the Langevin corrector's bias has a floor
 # (test_pc_langevin_matches_its_moment_recursion) and annealed Langevin's rate depends on the
 # schedule near t_min (test_annealed_langevin_bias_falls_at_least_at_its_declared_rate).
-OWN_TEST = {"pc", "annealed_langevin"}
+# restart's bias with a fixed restart_steps has a floor from its restart segments; its weak order
+# (with the segments refined with the grid) is tested in tests/convergence/test_restart.py.
+OWN_TEST = {"pc", "annealed_langevin", "restart"}
 
 
 def step_based_stochastic():
@@ -258,16 +260,23 @@ def gmm_problem():
     return data, exact, noise_floor, x_T
 
 
+# Samplers accurate enough at 8 steps that the fall to 64 steps is within 3 estimator floors:
+# compared from 4 steps instead (SW at 4, 8, 64 steps, estimator floor 0.012: er_sde 0.17, 0.041,
+# 0.016; restart 0.27, 0.051, 0.021).
+COARSE_STEPS = {"er_sde": 4, "restart": 4}
+
+
 @pytest.mark.parametrize("key", [k for k, c in sorted(SAMPLERS.items()) if c.stochastic])
 def test_sliced_wasserstein_to_exact_samples_falls_with_n_steps(key, gmm_problem):
     data, exact, floor, x_T = gmm_problem
     sampler = S.get_sampler(key, **MC_OPTIONS.get(key, {}))
     den = data.denoiser(SDE)
     dist = {}
-    for n in (8, 64):
+    coarse = COARSE_STEPS.get(key, 8)
+    for n in (coarse, 64):
         gen = torch.Generator().manual_seed(n)
         x = S.sample(sampler, den, x_T=x_T, n_steps=n, generator=gen, progress=False).x
         dist[n] = sliced_wasserstein(
             x, exact, p=1, n_projections=128, generator=torch.Generator().manual_seed(0)
         )
-    assert dist[8] - dist[64] > 3 * floor, f"{key}: SW {dist} (estimator floor {floor:.4f})"
+    assert dist[coarse] - dist[64] > 3 * floor, f"{key}: SW {dist} (estimator floor {floor:.4f})"

@@ -8,13 +8,16 @@ joined by :func:`sample`.
 
 from .denoiser import (
     ClassifierFreeGuidance,
+    ClipX0,
     ContinuousTime,
     Denoiser,
+    DynamicThreshold,
     LogSigmaInput,
     Prediction,
     SigmaInput,
     TimeInput,
     TrainIndex,
+    X0Correction,
 )
 from .exact import Gaussian, GaussianMixture, reference_solution, ring_mixture
 from .grids import (
@@ -43,6 +46,9 @@ __all__ = [
     "Parameterization",
     "Denoiser",
     "ClassifierFreeGuidance",
+    "X0Correction",
+    "ClipX0",
+    "DynamicThreshold",
     "Prediction",
     "TimeInput",
     "ContinuousTime",

@@ -9,6 +9,7 @@ measured, never inferred.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -17,12 +18,15 @@ from torch import Tensor
 
 from .parameterization import Parameterization, from_x0_eps, to_x0_eps
 from .sde import SDE
-from .utils import as_time, check_real, expand_to
+from .utils import as_time, check_bool, check_real, expand_to
 
 __all__ = [
     "Denoiser",
     "ClassifierFreeGuidance",
     "Prediction",
+    "X0Correction",
+    "ClipX0",
+    "DynamicThreshold",
     "TimeInput",
     "ContinuousTime",
     "TrainIndex",
@@ -111,10 +115,76 @@ class LogSigmaInput(TimeInput):
 
 
 class Prediction(NamedTuple):
-    """Both forms of one network evaluation at ``(x, t)``."""
+    """Both forms of one network evaluation at ``(x, t)``; ``var_interp`` is the variance output
+    of a learned-variance network (``None`` otherwise, see :class:`Denoiser`)."""
 
     x0: Tensor
     eps: Tensor
+    var_interp: Tensor | None = None
+
+
+# -------------------------------------------------------------------------------------------
+# Corrections of the x0 prediction (clipping, dynamic thresholding)
+
+
+class X0Correction:
+    """A map applied to the model's ``x0`` prediction before any sampler sees it.
+
+    The :class:`Denoiser` corrects ``x0`` and then derives ``eps = (x - alpha x0) / sigma`` from
+    the corrected ``x0``, so the pair stays consistent and every sampler (whether it steps with
+    ``eps`` or with ``x0``) integrates the same corrected model.
+    """
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class ClipX0(X0Correction):
+    """Clip ``x0`` to ``[-range, range]`` (diffusers' ``clip_sample`` with ``clip_sample_range``).
+
+    Args:
+        range: half-width of the data range; 1 for images scaled to ``[-1, 1]``.
+    """
+
+    def __init__(self, range: float = 1.0):  # noqa: A002 - diffusers' clip_sample_range
+        self.range = check_real("range", range, low=0.0, low_open=True)
+
+    def __call__(self, x0):
+        return x0.clamp(-self.range, self.range)
+
+
+class DynamicThreshold(X0Correction):
+    """Dynamic thresholding (Saharia et al. 2022, Imagen, Sec. 2.3; diffusers' ``thresholding``).
+
+    Per sample, ``s`` is the ``ratio`` quantile of ``|x0|`` over all non-batch entries, clamped to
+    ``[1, max_value]``; ``x0`` is clipped to ``[-s, s]`` and divided by ``s``. With ``s`` clamped
+    to 1 this is clipping to ``[-1, 1]``: the data range is taken to be ``[-1, 1]`` (pixel
+    models); ``max_value`` bounds how far saturated predictions are pulled in.
+
+    Args:
+        ratio: quantile in ``(0, 1]`` (diffusers' ``dynamic_thresholding_ratio``, 0.995).
+        max_value: upper clamp of ``s``, ``> 0`` (diffusers' ``sample_max_value``, 1.0).
+    """
+
+    def __init__(self, ratio: float = 0.995, max_value: float = 1.0):
+        self.ratio = check_real("ratio", ratio, low=0.0, high=1.0, low_open=True)
+        self.max_value = check_real("max_value", max_value, low=0.0, low_open=True)
+
+    def __call__(self, x0):
+        flat = x0.reshape(x0.shape[0], -1)
+        # the quantile needs float32/64 (diffusers upcasts the same way)
+        work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+        s = torch.quantile(work.abs(), self.ratio, dim=1, keepdim=True)
+        # clamp(min=1, max=max_value) in that order, as diffusers: max_value < 1 wins
+        s = s.clamp(min=1.0).clamp(max=self.max_value)
+        return (torch.maximum(torch.minimum(work, s), -s) / s).to(x0.dtype).reshape(x0.shape)
+
+
+# -------------------------------------------------------------------------------------------
+# Classifier-free guidance
 
 
 def _concat_kwargs(a: dict, b: dict) -> dict:
@@ -134,24 +204,93 @@ class ClassifierFreeGuidance:
     network's native output is the same as combining ``eps`` or ``x0``: the conversions are affine
     in the output with coefficients that depend on ``(x, t)`` only.
 
+    Two options (both off by default):
+
+    * ``guidance_rescale = phi`` (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+      Steps are Flawed", Sec. 3.4; diffusers' ``rescale_noise_cfg``): ``out_r = out *
+      std(out_cond) / std(out)`` with the standard deviations over each sample's entries, then
+      ``out <- phi out_r + (1 - phi) out``. It is not affine, so its output space matters: it acts
+      on the network's native output (``eps`` for eps models, ``v`` for v models), as in
+      diffusers' pipelines.
+    * ``interval = (sigma_lo, sigma_hi)`` (Kynkäänniemi et al. 2024, "Applying Guidance in a
+      Limited Interval Improves Sample and Distribution Quality in Diffusion Models"): guidance
+      acts only where the noise level ``sigma / alpha = exp(-lambda_)`` (EDM's sigma, the paper's
+      variable) lies in ``(sigma_lo, sigma_hi]``; elsewhere the output is the conditional one
+      (``scale = 1``). Decided per sample on the device (no host sync); both halves of the batch
+      are still evaluated, so the NFE count is unchanged.
+
     Args:
         scale: guidance scale ``w`` (1 = conditional model, 0 = unconditional).
         cond: keyword arguments of the conditional call (e.g. ``{"class_labels": y}``).
         uncond: keyword arguments of the unconditional call, same keys (e.g. the null class).
+        guidance_rescale: ``phi`` in ``[0, 1]``; 0 is plain guidance.
+        interval: ``(sigma_lo, sigma_hi)`` with ``0 <= sigma_lo < sigma_hi <= inf``, or ``None``
+            (guidance at every noise level).
     """
 
-    def __init__(self, scale: float, cond: dict, uncond: dict):
+    def __init__(
+        self,
+        scale: float,
+        cond: dict,
+        uncond: dict,
+        *,
+        guidance_rescale: float = 0.0,
+        interval: tuple[float, float] | None = None,
+    ):
         self.scale = check_real("scale", scale)
         self.cond, self.uncond = dict(cond), dict(uncond)
         self._both = _concat_kwargs(self.cond, self.uncond)
+        self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
+        self.interval = None if interval is None else _check_interval(interval)
 
-    def __call__(self, net, x: Tensor, t_in: Tensor) -> Tensor:
+    def __call__(
+        self, net, x: Tensor, t_in: Tensor, *, noise_level: Tensor | None = None
+    ) -> Tensor:
+        """The guided output; ``noise_level`` (``sigma / alpha`` per sample) is passed by the
+        :class:`Denoiser` and needed only with ``interval``."""
         out = net(torch.cat([x, x]), torch.cat([t_in, t_in]), **self._both)
         out_cond, out_uncond = out.chunk(2)
-        return out_uncond + self.scale * (out_cond - out_uncond)
+        # a learned-variance network's extra channels are not guided: they come from the
+        # conditional call (as in ADM / DiT)
+        c = x.shape[1] if x.ndim > 1 else None
+        rest = out_cond[:, c:] if c is not None and out.shape[1] > c else None
+        if rest is not None:
+            out_cond, out_uncond = out_cond[:, :c], out_uncond[:, :c]
+        scale = torch.as_tensor(self.scale, dtype=out.dtype, device=out.device)
+        if self.interval is not None:
+            if noise_level is None:
+                raise ValueError(
+                    "ClassifierFreeGuidance with interval needs the noise level of each sample; "
+                    "call it through a Denoiser (got noise_level=None)"
+                )
+            lo, hi = self.interval
+            inside = (noise_level > lo) & (noise_level <= hi)
+            scale = expand_to(torch.where(inside, scale, torch.ones_like(scale)), out_cond)
+        guided = out_uncond + scale * (out_cond - out_uncond)
+        if self.guidance_rescale > 0:
+            dims = list(range(1, guided.ndim))
+            ratio = out_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+            rescaled = guided * ratio
+            guided = self.guidance_rescale * rescaled + (1.0 - self.guidance_rescale) * guided
+        return guided if rest is None else torch.cat([guided, rest], dim=1)
 
     def __repr__(self) -> str:
-        return f"ClassifierFreeGuidance(scale={self.scale!r}, keys={sorted(self.cond)})"
+        extra = (
+            "" if self.guidance_rescale == 0 else f", guidance_rescale={self.guidance_rescale!r}"
+        )
+        extra += "" if self.interval is None else f", interval={self.interval!r}"
+        return f"ClassifierFreeGuidance(scale={self.scale!r}, keys={sorted(self.cond)}{extra})"
+
+
+def _check_interval(interval) -> tuple[float, float]:
+    expect = "a pair (sigma_lo, sigma_hi) of noise levels with 0 <= sigma_lo < sigma_hi <= inf"
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"interval must be {expect}; got {interval!r}") from None
+    if math.isnan(lo) or math.isnan(hi) or not (0.0 <= lo < hi):
+        raise ValueError(f"interval must be {expect}; got {interval!r}")
+    return lo, hi
 
 
 class Denoiser:
@@ -168,6 +307,13 @@ class Denoiser:
             embeddings, ...).
         guidance: a :class:`ClassifierFreeGuidance` (or any callable ``(net, x, t_in) -> out``)
             that replaces the plain call; every sampler then samples the guided model.
+        x0_correction: an :class:`X0Correction` (:class:`ClipX0`, :class:`DynamicThreshold`)
+            applied to every ``x0`` prediction; ``eps`` is then derived from the corrected ``x0``.
+        learned_variance: the network outputs ``2C`` channels along dim 1 (for ``x`` with ``C``):
+            the ``C`` channels of ``parameterization``, then ``C`` channels of the variance
+            interpolation ``v`` of Nichol & Dhariwal 2021 (eq. 15, ``variance_type=
+            "learned_range"``), returned as ``Prediction.var_interp``. Only ``ancestral`` uses it;
+            every other sampler uses the mean channels.
     """
 
     def __init__(
@@ -179,6 +325,8 @@ class Denoiser:
         time_input: TimeInput | str = "t",
         model_kwargs: dict | None = None,
         guidance: Callable[..., Tensor] | None = None,
+        x0_correction: X0Correction | None = None,
+        learned_variance: bool = False,
     ):
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, t); got {type(net).__name__}")
@@ -199,12 +347,21 @@ class Denoiser:
                 f"got model_kwargs keys {sorted(self.model_kwargs)}"
             )
         self.guidance = guidance
+        if x0_correction is not None and not isinstance(x0_correction, X0Correction):
+            raise TypeError(
+                "x0_correction must be None or an X0Correction (ClipX0(range), "
+                f"DynamicThreshold(ratio, max_value)); got {x0_correction!r}"
+            )
+        self.x0_correction = x0_correction
+        self.learned_variance = check_bool("learned_variance", learned_variance)
         self.nfe = 0
         self.last: Prediction | None = None
 
     def __repr__(self) -> str:
         net = type(self.net).__name__
         extra = "" if self.guidance is None else f", guidance={self.guidance!r}"
+        extra += "" if self.x0_correction is None else f", x0_correction={self.x0_correction!r}"
+        extra += ", learned_variance=True" if self.learned_variance else ""
         return (
             f"Denoiser(net={net}, sde={self.sde!r}, parameterization={self.parameterization.value!r}, "
             f"time_input={self.time_input!r}{extra})"
@@ -224,28 +381,45 @@ class Denoiser:
         return t
 
     def raw(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """One network call at ``(x, t)``, in the network's own parameterization."""
+        """One network call at ``(x, t)``, in the network's own parameterization (with the
+        variance channels of a ``learned_variance`` network)."""
         t = self._batch_time(x, t)
         t_in = self.time_input(self.sde, t).to(x.dtype)
         if self.guidance is None:
             out = self.net(x, t_in, **self.model_kwargs)
+        elif isinstance(self.guidance, ClassifierFreeGuidance):
+            noise_level = torch.exp(-self.sde.lambda_(t)).to(x.device)
+            out = self.guidance(self.net, x, t_in, noise_level=noise_level)
         else:
             out = self.guidance(self.net, x, t_in)
         self.nfe += 1
-        if out.shape != x.shape:
+        expected = x.shape
+        if self.learned_variance:
+            expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:]) if x.ndim > 1 else None
+        if out.shape != expected:
+            what = "(batch, 2C, ...) for input (batch, C, ...) (learned_variance=True)"
             raise ValueError(
                 f"the network returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
-                "a denoiser's output must have the shape of its input"
-            )
+                + (f"expected {what}" if self.learned_variance
+                   else "a denoiser's output must have the shape of its input")
+            )  # fmt: skip
         return out
 
     def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor]:
         """One network call: the prediction and the ``alpha``, ``sigma`` it was converted with."""
         t = self._batch_time(x, t)
         out = self.raw(x, t)
+        var_interp = None
+        if self.learned_variance:
+            out, var_interp = out.split(x.shape[1], dim=1)
         alpha = expand_to(self.sde.alpha(t), x)
         sigma = expand_to(self.sde.sigma(t), x)
-        self.last = Prediction(*to_x0_eps(out, x, alpha, sigma, self.parameterization))
+        x0, eps = to_x0_eps(out, x, alpha, sigma, self.parameterization)
+        if self.x0_correction is not None:
+            # correct x0, then derive eps from it, so that (x0, eps) stay one consistent model
+            x0 = self.x0_correction(x0)
+            eps = (x - alpha * x0) / sigma
+        self.last = Prediction(x0, eps, var_interp)
         return self.last, alpha, sigma
 
     def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:

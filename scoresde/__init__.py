@@ -32,7 +32,7 @@ from .grids import (
 )
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
-from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, sample
+from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, invert, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 
 __version__ = "0.1.0"
@@ -76,5 +76,6 @@ __all__ = [
     "SAMPLERS",
     "get_sampler",
     "sample",
+    "invert",
     "__version__",
 ]

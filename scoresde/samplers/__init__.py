@@ -33,6 +33,7 @@ from .dpm_solver_multistep import (
 from .dpm_solver_singlestep import DPMSolver2S, DPMSolver3S, DPMSolverAdaptive, DPMSolverPP2S
 from .edm import EDMStochastic
 from .exponential import DEIS1, DEIS2, DEIS3
+from .inversion import invert
 from .langevin import AnnealedLangevin
 from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
@@ -44,6 +45,7 @@ __all__ = [
     "SAMPLERS",
     "get_sampler",
     "sample",
+    "invert",
     "Sampler",
     "AffineStep",
     "SampleResult",

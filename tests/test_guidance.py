@@ -139,3 +139,27 @@ def test_bad_guidance_options_name_the_argument():
         S.ClassifierFreeGuidance(2.0, cond, uncond, interval=(1.0, 1.0))
     with pytest.raises(ValueError, match=r"interval must be .*got 'wide'"):
         S.ClassifierFreeGuidance(2.0, cond, uncond, interval="wide")
+
+
+def test_learned_variance_channels_are_not_guided_and_reach_the_prediction():
+    """A ``2C``-channel network: guidance combines the ``C`` mean channels; the variance
+    channels come from the conditional call and become ``Prediction.var_interp``."""
+    cond, uncond = _cfg_inputs(2)
+
+    def net(x, t, class_labels):
+        mean = 0.1 * x + class_labels.to(x.dtype)[:, None, None]
+        return torch.cat([mean, torch.tanh(x) * class_labels.to(x.dtype)[:, None, None]], dim=1)
+
+    g = S.ClassifierFreeGuidance(3.0, cond, uncond)
+    den = S.Denoiser(net, S.VPSDE(), "eps", guidance=g, learned_variance=True)
+    x = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t_in = torch.full((2,), 0.5, dtype=torch.float64)
+    c, u = net(x, t_in, **cond), net(x, t_in, **uncond)
+    pred = den.predict(x, 0.5)
+    torch.testing.assert_close(pred.eps, u[:, :3] + 3.0 * (c[:, :3] - u[:, :3]))
+    torch.testing.assert_close(pred.var_interp, c[:, 3:])
+    plain = S.Denoiser(lambda x, t: x, S.VPSDE(), learned_variance=True)
+    with pytest.raises(ValueError, match=r"expected \(batch, 2C, ...\).*learned_variance=True"):
+        plain.predict(x, 0.5)
+    with pytest.raises(ValueError, match="learned_variance must be a bool"):
+        S.Denoiser(lambda x, t: x, S.VPSDE(), learned_variance="learned_range")

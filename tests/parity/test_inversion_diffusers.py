@@ -1,4 +1,5 @@
-"""Our DDIM inversion reproduces diffusers' ``DDIMInverseScheduler`` on a tiny random UNet.
+"""Our inversion reproduces diffusers' ``DDIMInverseScheduler`` (``ddim``) and
+``DPMSolverMultistepInverseScheduler`` (``dpm_solver_pp_2m`` / ``_3m``) on a tiny random UNet.
 
 diffusers' loop ``for t in timesteps: x = inverse.step(unet(x, t).sample, t, x).prev_sample``
 with ``timesteps = [0, r, 2r, ..., (m - 1) r]`` (``r = N // m``, ``"leading"``) steps the state
@@ -74,3 +75,42 @@ def test_ddim_inversion_reproduces_diffusers_ddim_inverse_scheduler(unet, predic
     assert rel <= 1e-5, f"DDIM inversion vs DDIMInverseScheduler: relative difference {rel:.2e}"
     assert res.nfe == STEPS - 1  # diffusers' first (identity) step is not taken
     assert ((own_time - x).norm() / x.norm()).item() > 1e-3
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("key, order", [("dpm_solver_pp_2m", 2), ("dpm_solver_pp_3m", 3)])
+def test_dpm_solver_pp_inversion_reproduces_diffusers_inverse_scheduler(
+    unet, key, order, prediction_type
+):
+    """``DPMSolverMultistepInverseScheduler`` is DPM-Solver++ on the increasing train steps
+    ``round(linspace(0, N - 1, m + 1))[:-1]`` and then ``N - 1``, with the network at the state's
+    own time: our inversion on that grid, with the same options (no lower-order final step; the
+    3M ``"reference"`` variant diffusers implements). diffusers keeps its noise levels
+    ``sigma = sqrt((1 - abar) / abar)`` in float32; near the data end (``sigma = 0.01`` at train
+    step 0) their rounding moves the first ``h`` by ~1e-5 relative, which reaches 3.4e-5 in the
+    result, so the test replaces them by the same values in float64 (as
+    ``tests/parity/diffusers_loop.upcast`` does for the sampling schedulers); what remains is
+    diffusers' float32 ``alphas_cumprod`` (measured 5e-7 to 2.5e-6)."""
+    inverse = diffusers.DPMSolverMultistepInverseScheduler(
+        prediction_type=prediction_type, solver_order=order, lower_order_final=False
+    )
+    inverse.set_timesteps(STEPS)
+    abar = inverse.alphas_cumprod.to(torch.float64)
+    sigma = ((1.0 - abar) / abar).sqrt()
+    inverse.sigmas = torch.cat([sigma[inverse.timesteps], sigma[-1:]])
+    x0 = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x0 = 2.0 * x0 - 1.0
+    x = x0.clone()
+    with torch.no_grad():
+        for t in inverse.timesteps:
+            x = inverse.step(unet(x, t).sample, t, x).prev_sample
+
+    sde, den = from_diffusers(unet, inverse)
+    steps = torch.cat([inverse.timesteps.to(torch.float64), torch.tensor([sde.N - 1.0])])
+    options = {"lower_order_final": False, **({"variant": "reference"} if order == 3 else {})}
+    with torch.no_grad():
+        res = S.invert(S.get_sampler(key, **options), den, x0, grid=sde.index_to_t(steps),
+                       progress=False)  # fmt: skip
+    rel = ((res.x - x).norm() / x.norm()).item()
+    assert rel <= 1e-5, f"{key} inversion vs diffusers: relative difference {rel:.2e}"
+    assert res.nfe == STEPS

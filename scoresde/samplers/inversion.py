@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from ..grids import TimeGrid, UniformTime
+from ..grids import Explicit, TimeGrid, UniformTime
 from ..noise import GaussianNoise
 from ..sde import SDE
 from ..utils import check_int
@@ -49,10 +49,10 @@ def invert(
         sampler: a deterministic :class:`Sampler` or its registry key.
         denoiser: the model.
         x0: the data, ``(batch, *dims)``, taken as the state at the first (smallest) time.
-        grid: a :class:`~scoresde.TimeGrid`, whose decreasing sampling grid is run in reverse
-            (default ``UniformTime()``); or a strictly increasing 1-D tensor of times in
-            ``[t_min, T]``.
-        n_steps: number of intervals; ``None`` only with an explicit tensor of times.
+        grid: a :class:`~scoresde.TimeGrid`, whose :meth:`~scoresde.TimeGrid.increasing` grid
+            (its sampling grid reversed) is run (default ``UniformTime()``); or a strictly
+            increasing 1-D tensor of times in ``[t_min, T]``.
+        n_steps: number of intervals; ``None`` only with an ``Explicit`` grid or a tensor.
         sde: the process; defaults to ``denoiser.sde``.
         save_trajectory, progress: as in :func:`scoresde.sample`.
 
@@ -100,10 +100,17 @@ def invert(
 
 def _increasing_grid(sde: SDE, grid, n_steps) -> Tensor:
     if grid is None or isinstance(grid, TimeGrid):
-        if n_steps is None:
+        grid = UniformTime() if grid is None else grid
+        if n_steps is None and not isinstance(grid, Explicit):
             raise ValueError(f"n_steps must be an int >= 1 for grid {grid!r}; got None")
-        check_int("n_steps", n_steps, low=1)
-        return (UniformTime() if grid is None else grid).grid(sde, n_steps).flip(0)
+        if n_steps is not None:
+            check_int("n_steps", n_steps, low=1)
+        ts = grid.increasing(sde, n_steps)
+        if not bool((ts[1:] > ts[:-1]).all()):
+            raise ValueError(
+                f"{grid!r}.increasing() returned a grid that is not strictly increasing"
+            )
+        return ts
     if not isinstance(grid, Tensor):
         raise TypeError(
             f"grid must be a TimeGrid or an increasing tensor of times; got {type(grid).__name__}"

@@ -46,3 +46,20 @@ def test_bad_grids_name_the_problem():
         S.invert("ddim", den(), X0, grid=torch.tensor([0.1, 0.5, 0.9]), n_steps=4)
     with pytest.raises(TypeError, match="grid must be a TimeGrid or an increasing tensor"):
         S.invert("ddim", den(), X0, grid=[0.1, 0.5], progress=False)
+
+
+def test_an_explicit_sampling_grid_is_inverted_on_its_reverse():
+    ts = torch.tensor([1.0, 0.5, 0.1, 1e-3], dtype=torch.float64)
+    res = S.invert("ddim", den(), X0, grid=S.Explicit(ts), progress=False)
+    assert res.ts.tolist() == ts.flip(0).tolist() and res.nfe == 3
+    same = S.invert("ddim", den(), X0, grid=ts.flip(0), progress=False)
+    torch.testing.assert_close(res.x, same.x, rtol=0, atol=0)
+
+
+def test_a_grid_whose_increasing_form_is_not_increasing_is_refused():
+    class Broken(S.UniformTime):
+        def increasing(self, sde, n_steps):
+            return self.grid(sde, n_steps)  # forgot to reverse
+
+    with pytest.raises(ValueError, match=r"Broken\(\)\.increasing\(\) returned a grid that is not"):
+        S.invert("ddim", den(), X0, grid=Broken(), n_steps=4, progress=False)

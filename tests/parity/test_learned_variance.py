@@ -65,3 +65,30 @@ def test_ancestral_reproduces_diffusers_ddpm_learned_range(unet, prediction_type
     assert res.nfe == STEPS
     _, mean_only = from_diffusers(unet, {**scheduler.config, "variance_type": "learned"})
     assert ((ours(mean_only).x - x).norm() / x.norm()).item() > 1e-3
+
+
+def test_corrected_guided_learned_variance_steps_make_no_host_sync():
+    """Thresholding, an interval-guided call and the learned variance stay device-side: one
+    ``ancestral`` run's steps under ``NoHostSync``."""
+    from tests.helpers import NoHostSync
+
+    def net(x, t, class_labels):
+        mean = 0.3 * x + class_labels.to(x.dtype)[:, None, None, None]
+        return torch.cat([mean, torch.tanh(x)], dim=1)
+
+    y = torch.tensor([1, 2])
+    cfg = S.ClassifierFreeGuidance(3.0, {"class_labels": y}, {"class_labels": 0 * y},
+                                   guidance_rescale=0.5, interval=(0.5, 20.0))  # fmt: skip
+    sde = S.DiscreteVPSDE.linear()
+    den = S.Denoiser(net, sde, "eps", time_input="index", guidance=cfg, learned_variance=True,
+                     x0_correction=S.DynamicThreshold(0.9, 2.0))  # fmt: skip
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sampler, ts = S.get_sampler("ancestral"), S.UniformTime().grid(sde, 5)
+    noise = S.GaussianNoise(torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        state = sampler.init(den, sde, ts, x)
+        grid = ts.tolist()
+        with NoHostSync():
+            for i in range(len(grid) - 1):
+                x, state = sampler.step(den, sde, grid, i, x, state, noise)
+    assert torch.isfinite(x).all()

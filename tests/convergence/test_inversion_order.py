@@ -87,3 +87,24 @@ def test_inversion_converges_at_the_declared_order(key, sde_key, problems):
         f"{key} on {sde_key}: round-trip order {p_rt:.3f} < declared {sampler.order}\n"
         f"{format_table(counts, round_trip)}"
     )
+
+
+@pytest.mark.parametrize("sde_key", sorted(SDES))
+@pytest.mark.parametrize(
+    "key, method", [("torchdiffeq", "dopri5"), ("scipy", "RK45"), ("scipy", "DOP853")]
+)
+def test_adaptive_backends_invert_within_their_tolerance(key, method, sde_key, problems):
+    """The adaptive backends integrate in either direction: the error at ``T`` is within the
+    bound of ``tests/parity/test_backends.py``, ``alpha(T) N_accepted (atol + rtol max|y_T|)``
+    with ``y = x / alpha`` (tolerance 1e-7)."""
+    sde = SDES[sde_key]
+    data, x0, ref = problems[sde_key]
+    tol = 1e-7
+    sampler = S.get_sampler(key, method=method, rtol=tol, atol=tol)
+    res = S.invert(sampler, data.denoiser(sde), x0, grid=S.UniformTime(), n_steps=1,
+                   progress=False)  # fmt: skip
+    accepted = res.stats["accepted_steps"]
+    alpha_T = float(sde.alpha(sde.T))
+    bound = alpha_T * accepted * (tol + tol * (res.x / alpha_T).abs().max().item())
+    err = (res.x - ref).abs().max().item()
+    assert 0 < err <= bound, f"{key}/{method}: max error {err:.3e} > bound {bound:.3e}"

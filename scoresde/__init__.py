@@ -6,18 +6,16 @@ predicts), a :class:`~scoresde.grids.TimeGrid` (where to step), a
 joined by :func:`sample`.
 """
 
+from .corrections import ClipX0, DynamicThreshold, X0Correction
 from .denoiser import (
     ClassifierFreeGuidance,
-    ClipX0,
     ContinuousTime,
     Denoiser,
-    DynamicThreshold,
     LogSigmaInput,
     Prediction,
     SigmaInput,
     TimeInput,
     TrainIndex,
-    X0Correction,
 )
 from .exact import Gaussian, GaussianMixture, reference_solution, ring_mixture
 from .grids import (

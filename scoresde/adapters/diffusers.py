@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ..denoiser import ClipX0, Denoiser, DynamicThreshold, TrainIndex, X0Correction
+from ..corrections import ClipX0, DynamicThreshold, X0Correction
+from ..denoiser import Denoiser, TrainIndex
 from ..parameterization import Parameterization
 from ..sde import DiscreteVPSDE
 

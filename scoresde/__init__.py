@@ -6,6 +6,7 @@ predicts), a :class:`~scoresde.grids.TimeGrid` (where to step), a
 joined by :func:`sample`.
 """
 
+from .corrections import ClipX0, DynamicThreshold, X0Correction
 from .denoiser import (
     ClassifierFreeGuidance,
     ContinuousTime,
@@ -29,7 +30,7 @@ from .grids import (
 )
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
-from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, sample
+from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, invert, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 
 __version__ = "0.1.0"
@@ -43,6 +44,9 @@ __all__ = [
     "Parameterization",
     "Denoiser",
     "ClassifierFreeGuidance",
+    "X0Correction",
+    "ClipX0",
+    "DynamicThreshold",
     "Prediction",
     "TimeInput",
     "ContinuousTime",
@@ -70,5 +74,6 @@ __all__ = [
     "SAMPLERS",
     "get_sampler",
     "sample",
+    "invert",
     "__version__",
 ]

@@ -9,15 +9,17 @@ measured, never inferred.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from .corrections import X0Correction
 from .parameterization import Parameterization, from_x0_eps, to_x0_eps
 from .sde import SDE
-from .utils import as_time, check_real, expand_to
+from .utils import as_time, check_bool, check_real, expand_to
 
 __all__ = [
     "Denoiser",
@@ -111,10 +113,16 @@ class LogSigmaInput(TimeInput):
 
 
 class Prediction(NamedTuple):
-    """Both forms of one network evaluation at ``(x, t)``."""
+    """Both forms of one network evaluation at ``(x, t)``; ``var_interp`` is the variance output
+    of a learned-variance network (``None`` otherwise, see :class:`Denoiser`)."""
 
     x0: Tensor
     eps: Tensor
+    var_interp: Tensor | None = None
+
+
+# -------------------------------------------------------------------------------------------
+# Classifier-free guidance
 
 
 def _concat_kwargs(a: dict, b: dict) -> dict:
@@ -134,24 +142,93 @@ class ClassifierFreeGuidance:
     network's native output is the same as combining ``eps`` or ``x0``: the conversions are affine
     in the output with coefficients that depend on ``(x, t)`` only.
 
+    Two options (both off by default):
+
+    * ``guidance_rescale = phi`` (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+      Steps are Flawed", Sec. 3.4; diffusers' ``rescale_noise_cfg``): ``out_r = out *
+      std(out_cond) / std(out)`` with the standard deviations over each sample's entries, then
+      ``out <- phi out_r + (1 - phi) out``. It is not affine, so its output space matters: it acts
+      on the network's native output (``eps`` for eps models, ``v`` for v models), as in
+      diffusers' pipelines.
+    * ``interval = (sigma_lo, sigma_hi)`` (Kynkäänniemi et al. 2024, "Applying Guidance in a
+      Limited Interval Improves Sample and Distribution Quality in Diffusion Models"): guidance
+      acts only where the noise level ``sigma / alpha = exp(-lambda_)`` (EDM's sigma, the paper's
+      variable) lies in ``(sigma_lo, sigma_hi]``; elsewhere the output is the conditional one
+      (``scale = 1``). Decided per sample on the device (no host sync); both halves of the batch
+      are still evaluated, so the NFE count is unchanged.
+
     Args:
         scale: guidance scale ``w`` (1 = conditional model, 0 = unconditional).
         cond: keyword arguments of the conditional call (e.g. ``{"class_labels": y}``).
         uncond: keyword arguments of the unconditional call, same keys (e.g. the null class).
+        guidance_rescale: ``phi`` in ``[0, 1]``; 0 is plain guidance.
+        interval: ``(sigma_lo, sigma_hi)`` with ``0 <= sigma_lo < sigma_hi <= inf``, or ``None``
+            (guidance at every noise level).
     """
 
-    def __init__(self, scale: float, cond: dict, uncond: dict):
+    def __init__(
+        self,
+        scale: float,
+        cond: dict,
+        uncond: dict,
+        *,
+        guidance_rescale: float = 0.0,
+        interval: tuple[float, float] | None = None,
+    ):
         self.scale = check_real("scale", scale)
         self.cond, self.uncond = dict(cond), dict(uncond)
         self._both = _concat_kwargs(self.cond, self.uncond)
+        self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
+        self.interval = None if interval is None else _check_interval(interval)
 
-    def __call__(self, net, x: Tensor, t_in: Tensor) -> Tensor:
+    def __call__(
+        self, net, x: Tensor, t_in: Tensor, *, noise_level: Tensor | None = None
+    ) -> Tensor:
+        """The guided output; ``noise_level`` (``sigma / alpha`` per sample) is passed by the
+        :class:`Denoiser` and needed only with ``interval``."""
         out = net(torch.cat([x, x]), torch.cat([t_in, t_in]), **self._both)
         out_cond, out_uncond = out.chunk(2)
-        return out_uncond + self.scale * (out_cond - out_uncond)
+        # a learned-variance network's extra channels are not guided: they come from the
+        # conditional call (as in ADM / DiT)
+        c = x.shape[1] if x.ndim > 1 else None
+        rest = out_cond[:, c:] if c is not None and out.shape[1] > c else None
+        if rest is not None:
+            out_cond, out_uncond = out_cond[:, :c], out_uncond[:, :c]
+        scale = torch.as_tensor(self.scale, dtype=out.dtype, device=out.device)
+        if self.interval is not None:
+            if noise_level is None:
+                raise ValueError(
+                    "ClassifierFreeGuidance with interval needs the noise level of each sample; "
+                    "call it through a Denoiser (got noise_level=None)"
+                )
+            lo, hi = self.interval
+            inside = (noise_level > lo) & (noise_level <= hi)
+            scale = expand_to(torch.where(inside, scale, torch.ones_like(scale)), out_cond)
+        guided = out_uncond + scale * (out_cond - out_uncond)
+        if self.guidance_rescale > 0:
+            dims = list(range(1, guided.ndim))
+            ratio = out_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+            rescaled = guided * ratio
+            guided = self.guidance_rescale * rescaled + (1.0 - self.guidance_rescale) * guided
+        return guided if rest is None else torch.cat([guided, rest], dim=1)
 
     def __repr__(self) -> str:
-        return f"ClassifierFreeGuidance(scale={self.scale!r}, keys={sorted(self.cond)})"
+        extra = (
+            "" if self.guidance_rescale == 0 else f", guidance_rescale={self.guidance_rescale!r}"
+        )
+        extra += "" if self.interval is None else f", interval={self.interval!r}"
+        return f"ClassifierFreeGuidance(scale={self.scale!r}, keys={sorted(self.cond)}{extra})"
+
+
+def _check_interval(interval) -> tuple[float, float]:
+    expect = "a pair (sigma_lo, sigma_hi) of noise levels with 0 <= sigma_lo < sigma_hi <= inf"
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"interval must be {expect}; got {interval!r}") from None
+    if math.isnan(lo) or math.isnan(hi) or not (0.0 <= lo < hi):
+        raise ValueError(f"interval must be {expect}; got {interval!r}")
+    return lo, hi
 
 
 class Denoiser:
@@ -168,6 +245,13 @@ class Denoiser:
             embeddings, ...).
         guidance: a :class:`ClassifierFreeGuidance` (or any callable ``(net, x, t_in) -> out``)
             that replaces the plain call; every sampler then samples the guided model.
+        x0_correction: an :class:`X0Correction` (:class:`ClipX0`, :class:`DynamicThreshold`)
+            applied to every ``x0`` prediction; ``eps`` is then derived from the corrected ``x0``.
+        learned_variance: the network outputs ``2C`` channels along dim 1 (for ``x`` with ``C``):
+            the ``C`` channels of ``parameterization``, then ``C`` channels of the variance
+            interpolation ``v`` of Nichol & Dhariwal 2021 (eq. 15, ``variance_type=
+            "learned_range"``), returned as ``Prediction.var_interp``. Only ``ancestral`` uses it;
+            every other sampler uses the mean channels.
     """
 
     def __init__(
@@ -179,6 +263,8 @@ class Denoiser:
         time_input: TimeInput | str = "t",
         model_kwargs: dict | None = None,
         guidance: Callable[..., Tensor] | None = None,
+        x0_correction: X0Correction | None = None,
+        learned_variance: bool = False,
     ):
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, t); got {type(net).__name__}")
@@ -199,12 +285,21 @@ class Denoiser:
                 f"got model_kwargs keys {sorted(self.model_kwargs)}"
             )
         self.guidance = guidance
+        if x0_correction is not None and not isinstance(x0_correction, X0Correction):
+            raise TypeError(
+                "x0_correction must be None or an X0Correction (ClipX0(range), "
+                f"DynamicThreshold(ratio, max_value)); got {x0_correction!r}"
+            )
+        self.x0_correction = x0_correction
+        self.learned_variance = check_bool("learned_variance", learned_variance)
         self.nfe = 0
         self.last: Prediction | None = None
 
     def __repr__(self) -> str:
         net = type(self.net).__name__
         extra = "" if self.guidance is None else f", guidance={self.guidance!r}"
+        extra += "" if self.x0_correction is None else f", x0_correction={self.x0_correction!r}"
+        extra += ", learned_variance=True" if self.learned_variance else ""
         return (
             f"Denoiser(net={net}, sde={self.sde!r}, parameterization={self.parameterization.value!r}, "
             f"time_input={self.time_input!r}{extra})"
@@ -255,11 +350,15 @@ class Denoiser:
         return t
 
     def raw(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """One network call at ``(x, t)``, in the network's own parameterization."""
+        """One network call at ``(x, t)``, in the network's own parameterization (with the
+        variance channels of a ``learned_variance`` network)."""
         t = self._batch_time(x, t)
         t_in = self.time_input(self.sde, t).to(x.dtype)
         if self.guidance is None:
             out = self.net(x, t_in, **self.model_kwargs)
+        elif isinstance(self.guidance, ClassifierFreeGuidance):
+            noise_level = torch.exp(-self.sde.lambda_(t)).to(x.device)
+            out = self.guidance(self.net, x, t_in, noise_level=noise_level)
         else:
             out = self.guidance(self.net, x, t_in)
         self.nfe += 1
@@ -269,11 +368,19 @@ class Denoiser:
                 f"network must return one tensor shaped like its input {tuple(x.shape)} (unwrap "
                 "tuples or output objects, e.g. `lambda x, t: unet(x, t).sample`)"
             )
-        if out.shape != x.shape or out.dtype != x.dtype:
+        expected = x.shape
+        if self.learned_variance:
+            expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:]) if x.ndim > 1 else None
+        if out.shape != expected or out.dtype != x.dtype:
+            what = (
+                "(batch, 2C, ...) for input (batch, C, ...) (learned_variance=True)"
+                if self.learned_variance
+                else "the shape and dtype of its input (sample in the network's dtype)"
+            )
             raise ValueError(
                 f"the network {self._net_name} returned {out.dtype} of shape "
                 f"{tuple(out.shape)} for a {x.dtype} input of shape {tuple(x.shape)}; a denoiser's "
-                "output must have the shape and dtype of its input (sample in the network's dtype)"
+                f"output must have {what}"
             )
         return out
 
@@ -281,9 +388,17 @@ class Denoiser:
         """One network call: the prediction and the ``alpha``, ``sigma`` it was converted with."""
         t = self._batch_time(x, t)
         out = self.raw(x, t)
+        var_interp = None
+        if self.learned_variance:
+            out, var_interp = out.split(x.shape[1], dim=1)
         alpha = expand_to(self.sde.alpha(t), x)
         sigma = expand_to(self.sde.sigma(t), x)
-        self.last = Prediction(*to_x0_eps(out, x, alpha, sigma, self.parameterization))
+        x0, eps = to_x0_eps(out, x, alpha, sigma, self.parameterization)
+        if self.x0_correction is not None:
+            # correct x0, then derive eps from it, so that (x0, eps) stay one consistent model
+            x0 = self.x0_correction(x0)
+            eps = (x - alpha * x0) / sigma
+        self.last = Prediction(x0, eps, var_interp)
         return self.last, alpha, sigma
 
     def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:

@@ -65,6 +65,11 @@ class TimeGrid:
     def _make(self, sde: SDE, n: int, t_start: float, t_end: float) -> Tensor:
         raise NotImplementedError
 
+    def increasing(self, sde: SDE, n_steps: int | None) -> Tensor:
+        """The strictly increasing grid inversion runs on (:func:`scoresde.invert`): this grid
+        reversed, from ``t_end`` up to ``t_start``."""
+        return self.grid(sde, n_steps).flip(0)
+
     def __repr__(self) -> str:
         args = {k: v for k, v in vars(self).items() if v is not None}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())})"

@@ -10,17 +10,22 @@ diffusers itself is never imported here.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
+from ..corrections import ClipX0, DynamicThreshold, X0Correction
 from ..denoiser import Denoiser, TrainIndex
 from ..parameterization import Parameterization
 from ..sde import DiscreteVPSDE
 
-__all__ = ["from_diffusers", "discrete_sde_from_config", "DiffusersUNet"]
+__all__ = [
+    "from_diffusers",
+    "discrete_sde_from_config",
+    "x0_correction_from_config",
+    "DiffusersUNet",
+]
 
 _SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
@@ -66,7 +71,8 @@ def discrete_sde_from_config(scheduler_or_config) -> DiscreteVPSDE:
 
 class DiffusersUNet:
     """``unet(x, timestep, **kwargs)`` as a ``net(x, t_in, **kwargs)``: unpacks diffusers' output
-    objects and, for learned-variance models, keeps the mean channels."""
+    objects and, with ``learned_variance`` (``variance_type="learned"``, whose variance channels
+    no scoresde sampler reads), keeps the mean channels only."""
 
     def __init__(self, unet, *, learned_variance: bool = False):
         if not callable(unet):
@@ -100,20 +106,34 @@ def from_diffusers(
         model_kwargs: passed to every UNet call (``class_labels``, ``encoder_hidden_states``, ...).
         guidance: e.g. :class:`scoresde.ClassifierFreeGuidance` with cond/uncond kwargs.
 
-    The sampler's final clipping/thresholding options of diffusers schedulers (``clip_sample``,
-    ``thresholding``) are not applied: scoresde samplers integrate the model as it is.
+    The config's x0 corrections become the Denoiser's ``x0_correction``: ``thresholding=True``
+    is :class:`~scoresde.DynamicThreshold` (``dynamic_thresholding_ratio``, ``sample_max_value``),
+    else ``clip_sample=True`` is :class:`~scoresde.ClipX0` (``clip_sample_range``), the precedence
+    of diffusers' schedulers. The corrected ``x0`` then defines ``eps`` for every sampler (see
+    ``docs/bring-your-own-model.md`` for where this differs from ``DDIMScheduler.step``'s
+    default). ``variance_type="learned_range"`` gives a ``learned_variance`` Denoiser whose
+    variance channels ``ancestral`` uses; ``"learned"`` keeps the mean channels only.
     """
     config = _config(scheduler_or_config)
     sde = discrete_sde_from_config(config)
     parameterization = Parameterization.parse(config.get("prediction_type", "epsilon"))
-    if config.get("clip_sample", False) or config.get("thresholding", False):
-        warnings.warn(
-            "the scheduler config asks for clip_sample/thresholding of x0; scoresde samplers do "
-            "not clip, so results differ from diffusers' clipped loop",
-            stacklevel=2,
-        )
-    learned = config.get("variance_type") in ("learned", "learned_range")
-    net = DiffusersUNet(unet, learned_variance=learned)
+    variance_type = config.get("variance_type")
+    net = DiffusersUNet(unet, learned_variance=variance_type == "learned")
     den = Denoiser(net, sde, parameterization, time_input=TrainIndex(),
-                   model_kwargs=model_kwargs, guidance=guidance)  # fmt: skip
+                   model_kwargs=model_kwargs, guidance=guidance,
+                   x0_correction=x0_correction_from_config(config),
+                   learned_variance=variance_type == "learned_range")  # fmt: skip
     return sde, den
+
+
+def x0_correction_from_config(scheduler_or_config) -> X0Correction | None:
+    """The x0 correction a diffusers scheduler config asks for (``None`` if none)."""
+    config = _config(scheduler_or_config)
+    if config.get("thresholding", False):
+        return DynamicThreshold(
+            ratio=config.get("dynamic_thresholding_ratio", 0.995),
+            max_value=config.get("sample_max_value", 1.0),
+        )
+    if config.get("clip_sample", False):
+        return ClipX0(config.get("clip_sample_range", 1.0))
+    return None

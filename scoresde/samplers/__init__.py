@@ -37,6 +37,7 @@ from .dpm_solver_singlestep import DPMSolver2S, DPMSolver3S, DPMSolverAdaptive, 
 from .edm import EDMStochastic
 from .er_sde import ERSDE
 from .exponential import DEIS1, DEIS2, DEIS3
+from .inversion import invert
 from .langevin import AnnealedLangevin
 from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
@@ -49,6 +50,7 @@ __all__ = [
     "SAMPLERS",
     "get_sampler",
     "sample",
+    "invert",
     "Sampler",
     "AffineStep",
     "SampleResult",

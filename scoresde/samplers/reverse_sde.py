@@ -108,11 +108,18 @@ class Ancestral(AffineStep):
     * ``alpha`` constant (VE): NCSN's posterior variance
       ``std^2 = G^2 sigma_{i+1}^2 / sigma_i^2`` (Song et al. 2021, Appendix F).
 
+    * the model has learned variance (``Denoiser(learned_variance=True)``; Nichol & Dhariwal 2021,
+      eq. 15): ``std^2 = exp(w log G^2 + (1 - w) log G~^2)`` with ``w = (v + 1) / 2`` from the
+      model's output ``v`` (``Prediction.var_interp``, per entry) between the posterior variance
+      ``G~^2 = G^2 sigma_{i+1}^2 / sigma_i^2`` (DDPM's ``beta~_t``) and ``G^2`` (``beta_t``), as
+      diffusers' ``DDPMScheduler(variance_type="learned_range")``.
+
     **Strong order** 1: ``1/a = 1 + h_t f + O(h_t^2)``, ``G^2 / sigma = -h_t g^2 / sigma +
     O(h_t^2)`` and ``std = sqrt(-h_t g^2) (1 + O(h_t))``, i.e. Euler–Maruyama up to the terms that
     leave its strong order 1 (additive noise). **Weak order** 1. **NFE per step** 1.
     **Stochastic** yes (one Brownian increment).
-    **Reference** Ho et al. 2020, Alg. 2 (VP); Song et al. 2021, Appendix F (VE).
+    **Reference** Ho et al. 2020, Alg. 2 (VP); Song et al. 2021, Appendix F (VE); Nichol &
+    Dhariwal 2021, Sec. 3.1 (learned variance).
     """
 
     name = "ancestral"
@@ -127,6 +134,24 @@ class Ancestral(AffineStep):
         alpha_constant = bool((s.alpha == s.alpha[0]).all())
         var = G2 * (s.sigma[1:] / s.sigma[:-1]) ** 2 if alpha_constant else G2
         return 1.0 / a, -G2 / (a * s.sigma[:-1]), var.sqrt()
+
+    def init(self, denoiser, sde, ts, x):
+        s = GridSchedule.of(sde, ts)
+        _, G2 = _transition(s)
+        # log G^2 and log G~^2 = log G^2 + 2 log(sigma_{i+1} / sigma_i): the learned-range ends
+        log_max = G2.log()
+        log_min = log_max + 2.0 * (s.sigma[1:].log() - s.sigma[:-1].log())
+        cast = GridSchedule.cast
+        return (*super().init(denoiser, sde, ts, x), cast(log_min, x), cast(log_max, x))
+
+    def step(self, denoiser, sde, ts, i, x, state, noise):
+        t, c_x, c_eps, c_z, log_min, log_max = state
+        pred = denoiser.predict(x, t[i])
+        std = c_z[i]
+        if pred.var_interp is not None:
+            w = 0.5 * (pred.var_interp + 1.0)
+            std = torch.exp(0.5 * (w * log_max[i] + (1.0 - w) * log_min[i]))
+        return c_x[i] * x + c_eps[i] * pred.eps + std * noise(ts[i], ts[i + 1], x), state
 
 
 # -------------------------------------------------------------------------------------------

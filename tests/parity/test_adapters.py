@@ -57,13 +57,21 @@ def test_denoiser_converts_unet_output_like_diffusers(prediction_type):
     assert den.nfe == 1
 
 
-def test_learned_variance_models_keep_the_mean_channels():
+@pytest.mark.parametrize("variance_type", ["learned", "learned_range"])
+def test_learned_variance_models_split_mean_and_variance_channels(variance_type):
+    """The mean channels give eps; ``learned_range`` also hands the variance channels on as
+    ``var_interp`` (``ancestral`` uses them), ``learned`` drops them."""
     unet = tiny_unet(out_channels=2)
     sde, den = from_diffusers(unet, {"num_train_timesteps": 1000, "beta_schedule": "linear",
-                                     "variance_type": "learned_range"})  # fmt: skip
+                                     "variance_type": variance_type})  # fmt: skip
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(den.eps(x, sde.index_to_t(10)), unet(x, 10).sample[:, :1])
+        pred, out = den.predict(x, sde.index_to_t(10)), unet(x, 10).sample
+    torch.testing.assert_close(pred.eps, out[:, :1])
+    if variance_type == "learned_range":
+        torch.testing.assert_close(pred.var_interp, out[:, 1:])
+    else:
+        assert pred.var_interp is None
 
 
 def test_wrong_configs_name_what_is_wrong():
@@ -83,9 +91,17 @@ def test_wrong_configs_name_what_is_wrong():
         bad.predict(torch.zeros(2, 1, 8, 8), 0.5)
 
 
-def test_clip_sample_configs_warn_that_scoresde_does_not_clip():
-    with pytest.warns(UserWarning, match="clip_sample"):
-        from_diffusers(tiny_unet(), diffusers.DDIMScheduler(clip_sample=True))
+def test_x0_corrections_of_the_config_become_the_denoisers():
+    """thresholding wins over clip_sample (diffusers' precedence); each option is read."""
+    cases = [
+        ({"clip_sample": False}, None),
+        ({"clip_sample": True, "clip_sample_range": 2.5}, S.ClipX0(2.5)),
+        ({"thresholding": True, "clip_sample": True, "dynamic_thresholding_ratio": 0.9,
+          "sample_max_value": 3.0}, S.DynamicThreshold(0.9, 3.0)),
+    ]  # fmt: skip
+    for options, expected in cases:
+        _, den = from_diffusers(tiny_unet(), diffusers.DDIMScheduler(**options))
+        assert repr(den.x0_correction) == repr(expected)
 
 
 def test_k_diffusion_adapter_puts_sigma_min_and_max_at_the_grid_ends():

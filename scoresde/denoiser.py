@@ -368,6 +368,10 @@ class Denoiser:
                 f"network must return one tensor shaped like its input {tuple(x.shape)} (unwrap "
                 "tuples or output objects, e.g. `lambda x, t: unet(x, t).sample`)"
             )
+        if out.is_floating_point() and out.dtype != x.dtype:
+            # the state keeps its dtype: a float64 score function must not turn the sample into
+            # float64, nor an autocast network's float16 output a float32 sample into float16
+            out = out.to(x.dtype)
         expected = x.shape
         if self.learned_variance:
             expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:]) if x.ndim > 1 else None

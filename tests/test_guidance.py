@@ -159,7 +159,7 @@ def test_learned_variance_channels_are_not_guided_and_reach_the_prediction():
     torch.testing.assert_close(pred.eps, u[:, :3] + 3.0 * (c[:, :3] - u[:, :3]))
     torch.testing.assert_close(pred.var_interp, c[:, 3:])
     plain = S.Denoiser(lambda x, t: x, S.VPSDE(), learned_variance=True)
-    with pytest.raises(ValueError, match=r"expected \(batch, 2C, ...\).*learned_variance=True"):
+    with pytest.raises(ValueError, match=r"must have \(batch, 2C, ...\).*learned_variance=True"):
         plain.predict(x, 0.5)
     with pytest.raises(ValueError, match="learned_variance must be a bool"):
         S.Denoiser(lambda x, t: x, S.VPSDE(), learned_variance="learned_range")

@@ -3,7 +3,8 @@
 * ``sample(..., sde=X)`` with ``X`` not the denoiser's own process: the network would be sampled
   under another schedule (a VP ring of radius 2.1 came out at 1.83 under a VE process).
 * A NaN from the final ``denoise_final`` evaluation: it was returned as the sample.
-* A network whose output dtype is not its input's: it turned the whole sample into that dtype.
+* A network whose output dtype is not its input's: it turned the whole sample into that dtype;
+  the output is now cast to the state's dtype (an integer output is refused).
 * A network that returns a tuple, a dict or ``None``: it failed deep inside the conversion.
 """
 
@@ -47,9 +48,20 @@ def test_a_nan_from_the_final_denoising_step_raises():
         S.sample("ddim", d, shape=(4, 2), n_steps=3, denoise_final=True, progress=False)
 
 
-def test_a_network_returning_another_dtype_is_refused():
-    d = S.Denoiser(lambda x, t: x.double(), VP)
-    with pytest.raises(ValueError, match=r"returned torch.float64 .* for a torch.float32 input"):
+def test_a_network_returning_another_dtype_keeps_the_states_dtype():
+    inner = ring_denoiser()
+    d = S.Denoiser(lambda x, t: inner.raw(x, t).double(), VP, inner.parameterization)
+    g = torch.Generator().manual_seed(0)
+    res = S.sample("ddim", d, shape=(4, 2), n_steps=3, progress=False, generator=g)
+    ref = S.sample("ddim", inner, shape=(4, 2), n_steps=3, progress=False,
+                   generator=g.manual_seed(0))  # fmt: skip
+    assert res.x.dtype == torch.float32
+    torch.testing.assert_close(res.x, ref.x)
+
+
+def test_a_network_returning_integers_is_refused():
+    d = S.Denoiser(lambda x, t: x.long(), VP)
+    with pytest.raises(ValueError, match=r"returned torch.int64 .* for a torch.float32 input"):
         S.sample("ddim", d, shape=(4, 2), n_steps=3, progress=False)
 
 

@@ -18,6 +18,7 @@ from .denoiser import (
 )
 from .exact import Gaussian, GaussianMixture, reference_solution, ring_mixture
 from .grids import (
+    GRIDS,
     DiscreteSpacing,
     Explicit,
     Karras,
@@ -26,6 +27,7 @@ from .grids import (
     TimeGrid,
     UniformLambda,
     UniformTime,
+    grid_from_config,
 )
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
@@ -57,6 +59,8 @@ __all__ = [
     "Explicit",
     "DiscreteSpacing",
     "Optimized",
+    "GRIDS",
+    "grid_from_config",
     "NoiseSource",
     "GaussianNoise",
     "BrownianNoise",

@@ -20,7 +20,17 @@ from ..denoiser import Denoiser, TrainIndex
 from ..parameterization import Parameterization
 from ..sde import DiscreteVPSDE
 
-__all__ = ["from_diffusers", "discrete_sde_from_config", "DiffusersUNet"]
+__all__ = ["from_diffusers", "discrete_sde_from_config", "DiffusersUNet", "ScoresdeScheduler"]  # noqa: F822
+
+
+def __getattr__(name):
+    # the scheduler subclasses diffusers' classes: import diffusers only when it is asked for
+    if name == "ScoresdeScheduler":
+        from .scheduler import ScoresdeScheduler
+
+        return ScoresdeScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
@@ -62,6 +72,16 @@ def discrete_sde_from_config(scheduler_or_config) -> DiscreteVPSDE:
     if schedule == "squaredcos_cap_v2":
         return DiscreteVPSDE.cosine(n)
     raise ValueError(f"beta_schedule must be one of {list(_SCHEDULES)}; got {schedule!r}")
+
+
+def check_unsupported(config: Mapping, stacklevel: int = 3) -> None:
+    """Warn about the options of a diffusers scheduler config that scoresde does not apply."""
+    if config.get("clip_sample", False) or config.get("thresholding", False):
+        warnings.warn(
+            "the scheduler config asks for clip_sample/thresholding of x0; scoresde samplers do "
+            "not clip, so results differ from diffusers' clipped loop",
+            stacklevel=stacklevel,
+        )
 
 
 class DiffusersUNet:
@@ -106,12 +126,7 @@ def from_diffusers(
     config = _config(scheduler_or_config)
     sde = discrete_sde_from_config(config)
     parameterization = Parameterization.parse(config.get("prediction_type", "epsilon"))
-    if config.get("clip_sample", False) or config.get("thresholding", False):
-        warnings.warn(
-            "the scheduler config asks for clip_sample/thresholding of x0; scoresde samplers do "
-            "not clip, so results differ from diffusers' clipped loop",
-            stacklevel=2,
-        )
+    check_unsupported(config, stacklevel=3)
     learned = config.get("variance_type") in ("learned", "learned_range")
     net = DiffusersUNet(unet, learned_variance=learned)
     den = Denoiser(net, sde, parameterization, time_input=TrainIndex(),

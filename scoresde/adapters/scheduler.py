@@ -18,10 +18,10 @@ ordinary :class:`~scoresde.Sampler` through that loop, one network evaluation pe
   copied before every replay, so a replay never sees its own partial updates. No thread, no
   change to any sampler; a step with ``k`` evaluations costs ``k`` replays of its arithmetic.
 
-Where a step's first evaluation is at the state itself (every sampler here except EDM's churn
-and the whole-run backends), the pipeline's ``sample`` becomes the state, so a pipeline that
-edits its latents between steps (inpainting) is honoured. A sampler whose first evaluation is not
-at ``x_T`` (EDM's churn at the first step, ``torchdiffeq_fixed``, ``torchsde``) gets one leading
+Where a step's first evaluation is at the state itself (every step-based sampler, except EDM's
+churned steps), the pipeline's ``sample`` becomes the state, so a pipeline that edits its latents
+between steps (inpainting) is honoured. A sampler whose first evaluation is not at ``x_T`` itself
+(``torchdiffeq_fixed`` and ``torchsde`` evaluate a rescaled or reshaped copy) gets one leading
 timestep whose output is discarded: the pipeline always evaluates its own ``x_T`` first.
 """
 

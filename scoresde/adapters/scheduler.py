@@ -3,31 +3,16 @@
 A diffusers pipeline owns the loop: for each ``t`` in ``scheduler.timesteps`` it calls the
 network once at its current ``sample`` and hands the output to ``scheduler.step``, whose
 ``prev_sample`` is where the network is called next. :class:`ScoresdeScheduler` drives an
-ordinary :class:`~scoresde.Sampler` through that loop, one network evaluation per call:
-
-- ``set_timesteps`` runs the sampler once on the grid with a recording stand-in for the network,
-  which lists every evaluation time (two per step for Heun, four for RK4, the stages of
-  DPM-Solver-2S/3S, the corrector calls of PC, ...). These are ``timesteps``, in the network's
-  own convention (the train index ``t N - 1`` of the schedule), as diffusers' own Heun and KDPM2
-  schedulers list their stages. The list depends only on the grid, never on the state, for every
-  fixed-grid sampler; adaptive integrators choose their steps from the solution and are refused.
-- ``step`` re-runs the sampler's current step (its ordinary ``step`` method, or the whole
-  ``run`` of a fixed-grid backend) with the network outputs received so far, replaying every
-  noise draw, until the step asks for an output it does not have yet. That request's input is
-  returned as ``prev_sample``; a finished step moves on to the next. The sampler's state is
-  copied before every replay, so a replay never sees its own partial updates. No thread, no
-  change to any sampler; a step with ``k`` evaluations costs ``k`` replays of its arithmetic.
-
-Where a step's first evaluation is at the state itself (every step-based sampler, except EDM's
-churned steps), the pipeline's ``sample`` becomes the state, so a pipeline that edits its latents
-between steps (inpainting) is honoured. A sampler whose first evaluation is not at ``x_T`` itself
-(``torchdiffeq_fixed`` and ``torchsde`` evaluate a rescaled or reshaped copy) gets one leading
-timestep whose output is discarded: the pipeline always evaluates its own ``x_T`` first.
+ordinary :class:`~scoresde.Sampler` through that loop one network evaluation per call, with
+:mod:`scoresde.adapters.stepwise`: ``timesteps`` lists every evaluation of the sampler on the
+grid (several per step for Heun, RK4, DPM-Solver-2S/3S, PNDM's start, PC, EDM; as diffusers'
+own Heun and KDPM2 schedulers list their stages), in the network's time input, the train index
+``t N - 1`` of the schedule. Adaptive integrators choose their steps from the solution, so their
+evaluations cannot be listed in advance, and are refused.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,13 +22,14 @@ from diffusers import ConfigMixin, SchedulerMixin  # noqa: F401  (diffusers' loa
 from diffusers.utils import BaseOutput
 from torch import Tensor
 
-from ..denoiser import Denoiser, TrainIndex
+from ..denoiser import TrainIndex
 from ..grids import Explicit, TimeGrid, UniformTime, grid_from_config
-from ..noise import GaussianNoise, NoiseSource
+from ..noise import GaussianNoise
 from ..parameterization import Parameterization
 from ..samplers import Sampler, get_sampler
 from ..utils import check_bool, check_int, expand_to
 from .diffusers import check_unsupported, discrete_sde_from_config
+from .stepwise import Plan, StepwiseRun, is_step_based, plan_evaluations
 
 __all__ = ["ScoresdeScheduler", "ScoresdeSchedulerOutput"]
 
@@ -61,82 +47,6 @@ class ScoresdeSchedulerOutput(BaseOutput):
 
     prev_sample: Tensor
     pred_original_sample: Tensor | None = None
-
-
-class _Pending(Exception):
-    """Raised by the replay network at the first evaluation it has no output for."""
-
-    def __init__(self, x: Tensor, t_in: Tensor):
-        self.x, self.t_in = x, t_in
-
-
-class _ReplayNet:
-    """Answers a step's evaluations with the outputs received so far, in order."""
-
-    def __init__(self):
-        self.outputs: list[Tensor] = []
-        self.pos = 0
-
-    def __call__(self, x, t_in, **kwargs):
-        if self.pos == len(self.outputs):
-            raise _Pending(x, t_in)
-        self.pos += 1
-        return self.outputs[self.pos - 1]
-
-
-class _RecordingNet:
-    """Lists the evaluation times of a run (the outputs are placeholders)."""
-
-    def __init__(self, x_start: Tensor):
-        self.x_start, self.times, self.first_at_start = x_start, [], None
-
-    def __call__(self, x, t_in, **kwargs):
-        if self.first_at_start is None:
-            self.first_at_start = x is self.x_start
-        self.times.append(float(t_in[0]))
-        return torch.ones_like(x)
-
-
-class _ReplayNoise(NoiseSource):
-    """Gives a replayed step the draws it made before, and draws new ones from ``source``."""
-
-    def __init__(self):
-        self.source: NoiseSource = GaussianNoise()
-        self.draws: list[Tensor] = []
-        self.pos = 0
-
-    def _next(self, draw) -> Tensor:
-        if self.pos == len(self.draws):
-            self.draws.append(draw())
-        self.pos += 1
-        return self.draws[self.pos - 1]
-
-    def __call__(self, t, t_next, like):
-        return self._next(lambda: self.source(t, t_next, like))
-
-    def extra(self, like):
-        return self._next(lambda: self.source.extra(like))
-
-
-def _units(sampler: Sampler, ts: Tensor, denoise_final: bool) -> list:
-    """The sampler's run as a list of replayable units ``fn(denoiser, noise, x, state)``: its
-    steps, or one unit for a backend that integrates the grid in ``run``; then the final
-    denoising evaluation."""
-    grid = ts.tolist()
-    if type(sampler).run is Sampler.run:
-        units = [
-            (lambda den, noise, x, state, i=i: sampler.step(den, den.sde, grid, i, x, state, noise))
-            for i in range(len(grid) - 1)
-        ]
-    else:
-
-        def whole_run(den, noise, x, state):
-            return sampler.run(den, den.sde, ts, x, noise=noise, progress=False)[0], state
-
-        units = [whole_run]
-    if denoise_final:
-        units.append(lambda den, noise, x, state: (den.predict(x, ts[-1].to(x.device)).x0, state))
-    return units
 
 
 class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
@@ -159,6 +69,11 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         grid: a :class:`~scoresde.grids.TimeGrid`, its key in ``scoresde.GRIDS`` or its config;
             ``None`` is ``scoresde.sample``'s default (``UniformTime()``).
         denoise_final: end with one more evaluation at the last time and return its ``x0``.
+
+    After ``set_timesteps``: ``ts`` is the float64 grid, ``timesteps`` every network evaluation
+    (NFE = ``len(timesteps)``), and ``plan`` the sampler step of each evaluation, with
+    ``plan.warm_up`` when a leading evaluation at ``x_T`` is discarded (the sampler's first
+    evaluation is elsewhere, as for ``torchdiffeq_fixed`` and ``torchsde``).
     """
 
     config_name = "scheduler_config.json"
@@ -210,6 +125,7 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         )  # fmt: skip
         self.num_inference_steps: int | None = None
         self.timesteps: Tensor | None = None
+        self.plan: Plan | None = None
         self._begin_index: int | None = None
 
     @classmethod
@@ -263,17 +179,16 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                 f"Explicit grid of {grid.ts.numel()} times; got {n}"
             )
         self.ts = grid.grid(self.sde, n_steps)
-        times, self._eval_units, warm_up = self._plan(self.ts)
+        self.plan = plan = self._plan_for(self.ts)
+        times, warm_up = plan.times, plan.warm_up
         device = torch.device("cpu" if device is None else device)
         # the train index reaches the network at float64 (float32 where the device has no float64)
         dtype = torch.float32 if device.type == "mps" else torch.float64
         self.timesteps = torch.tensor(times, dtype=dtype, device=device)
-        self._warm_up = warm_up
         self.num_inference_steps = n
         per_step = self.sampler.nfe_per_step
         self.order = per_step if len(times) == n * per_step + warm_up + self.denoise_final else 1
-        self._begin_index = None
-        self._k = 0
+        self._begin_index, self._start_step, self._k, self._run = None, 0, 0, None
 
     def set_begin_index(self, begin_index: int = 0):
         """Start at ``timesteps[begin_index]`` (img2img): the first evaluation of a sampler step,
@@ -283,9 +198,9 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "num_inference_steps is None: call set_timesteps() before set_begin_index()"
             )
-        units = self._eval_units
-        starts = {k: u for k, u in enumerate(units) if u >= 0 and (k == 0 or units[k - 1] != u)}
-        if self._warm_up or type(self.sampler).run is not Sampler.run:
+        plan = self.plan
+        starts = plan.step_starts()
+        if plan.warm_up or not is_step_based(self.sampler):
             starts = {0: 0}
         if begin_index not in starts:
             raise ValueError(
@@ -294,8 +209,8 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
             )
         i = starts[begin_index]
         if i > 0:
-            times, _, warm_up = self._plan(self.ts[i:])
-            if warm_up or not _same_times(times, self.timesteps[begin_index:].tolist()):
+            rest = self._plan_for(self.ts[i:])
+            if rest.warm_up or not _same_times(rest.times, self.timesteps[begin_index:].tolist()):
                 raise ValueError(
                     f"sampler {self.sampler.name!r} does not evaluate the rest of the grid from "
                     f"begin_index={begin_index} at the times it lists there (its step orders "
@@ -321,19 +236,16 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                 f"model_output must have the shape of sample {tuple(sample.shape)}; got "
                 f"{tuple(model_output.shape)}"
             )
-        x0 = None
         with torch.no_grad():
-            if k == self._first_k():
-                self._start(sample)
-            self._noise.source = GaussianNoise(generator)
-            if k == 0 and self._warm_up:
-                x_next = self._advance()
+            if self._run is None:
+                self._run = StepwiseRun(self.sampler, self.sde, self.parameterization,
+                                        TrainIndex(), self.ts[self._start_step :], sample,
+                                        denoise_final=self.denoise_final)  # fmt: skip
+            self._run.noise.source = GaussianNoise(generator)
+            if k == 0 and self.plan.warm_up:
+                x_next, x0 = self._run.skip(), None  # the pipeline's own x_T: discarded
             else:
-                if self._at_state and not self._net.outputs:
-                    self._x = sample  # the network was evaluated here: the pipeline's state
-                self._net.outputs.append(model_output)
-                x_next = self._advance()
-                x0 = self._den.last.x0
+                x_next, x0 = self._run.feed(model_output, sample), self._run.x0
         self._k = k + 1
         if not return_dict:
             return (x_next, x0)
@@ -350,28 +262,9 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
     def __len__(self) -> int:
         return self.config.num_train_timesteps
 
-    # -- the replay engine --------------------------------------------------------------------
-
-    def _plan(self, ts: Tensor) -> tuple[list[float], list[int], bool]:
-        """The evaluation times of a run on ``ts``, the unit (sampler step) of each, and whether
-        a discarded evaluation at ``x_T`` leads (the first evaluation is elsewhere)."""
-        x = torch.zeros(1, 1, dtype=torch.float64)
-        net = _RecordingNet(x)
-        den = Denoiser(net, self.sde, self.parameterization, time_input=TrainIndex())
-        noise = GaussianNoise(torch.Generator().manual_seed(0))
-        units = []
-        with torch.no_grad():
-            state = self.sampler.init(den, self.sde, ts, x)
-            for u, unit in enumerate(_units(self.sampler, ts, self.denoise_final)):
-                x, state = unit(den, noise, x, state)
-                units += [u] * (len(net.times) - len(units))
-        warm_up = not net.first_at_start
-        if warm_up:
-            return [net.times[0], *net.times], [-1, *units], True
-        return net.times, units, False
-
-    def _first_k(self) -> int:
-        return self._begin_index or 0
+    def _plan_for(self, ts: Tensor) -> Plan:
+        return plan_evaluations(self.sampler, self.sde, self.parameterization, TrainIndex(), ts,
+                                denoise_final=self.denoise_final)  # fmt: skip
 
     def _check_call(self, timestep, sample) -> int:
         if self.timesteps is None:
@@ -396,33 +289,6 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                 f"got {got!r}, which is {found}"
             )
         return k
-
-    def _start(self, sample: Tensor) -> None:
-        ts = self.ts[self._start_step :] if self._begin_index else self.ts
-        self._net = _ReplayNet()
-        self._den = Denoiser(self._net, self.sde, self.parameterization, time_input=TrainIndex())
-        self._noise = _ReplayNoise()
-        self._units = _units(self.sampler, ts, self.denoise_final)
-        self._u, self._x = 0, sample
-        self._state = self.sampler.init(self._den, self.sde, ts, sample)
-        self._at_state = True
-
-    def _advance(self) -> Tensor:
-        """Replay the current unit with the outputs so far; finished units move on. Returns the
-        next evaluation's input, or the final sample."""
-        while self._u < len(self._units):
-            self._net.pos, self._noise.pos = 0, 0
-            state = copy.deepcopy(self._state)
-            try:
-                x_next, state = self._units[self._u](self._den, self._noise, self._x, state)
-            except _Pending as request:
-                self._at_state = request.x is self._x
-                return request.x
-            self._x, self._state, self._u = x_next, state, self._u + 1
-            self._net.outputs, self._noise.draws = [], []
-        if not bool(torch.isfinite(self._x).all()):
-            raise FloatingPointError(f"non-finite sample at the end of {self.sampler.name!r}")
-        return self._x
 
 
 def _as_sampler(sampler, options) -> Sampler:

@@ -121,7 +121,7 @@ def test_ddpm_pipeline_with_scoresde_scheduler_matches_sample(key, prediction_ty
     torch.testing.assert_close(images, (res.x / 2 + 0.5).clamp(0, 1), rtol=BOUND, atol=0)
     # every network call of sample() is one pipeline iteration (plus a leading discarded one
     # where the first evaluation is not at x_T)
-    assert len(scheduler.timesteps) - scheduler._warm_up == res.nfe
+    assert len(scheduler.timesteps) - scheduler.plan.warm_up == res.nfe
 
 
 # -------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_first_evaluation_away_from_x_T_gets_a_leading_discarded_timestep(key):
     scheduler = ScoresdeScheduler.from_config(_config(), sampler=key)
     scheduler.set_timesteps(3)
     nfe = scheduler.sampler.nfe(3)
-    assert scheduler._warm_up and len(scheduler.timesteps) == 1 + nfe
+    assert scheduler.plan.warm_up and len(scheduler.timesteps) == 1 + nfe
     torch.manual_seed(3)
     x = _loop(scheduler, _x(0), scheduler.timesteps)
 

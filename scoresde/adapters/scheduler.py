@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from diffusers import ConfigMixin, SchedulerMixin  # noqa: F401  (diffusers' loader reads both)
+
+# diffusers' pipeline loader looks both names up in this module to pick the load method
+from diffusers import ConfigMixin, SchedulerMixin
 from diffusers.utils import BaseOutput
 from torch import Tensor
 

@@ -64,7 +64,14 @@ def test_model_output_of_another_shape_is_refused(scheduler):
         scheduler.step(torch.zeros(1, 2, 4, 4), scheduler.timesteps[0], x)
 
 
-@pytest.mark.parametrize("key", ["dpm_solver_adaptive", "torchdiffeq", "scipy"])
+ADAPTIVE = sorted(k for k, cls in S.SAMPLERS.items() if cls().nfe_per_step is None)
+
+
+def test_the_adaptive_samplers_are_the_three_adaptive_integrators():
+    assert ADAPTIVE == ["dpm_solver_adaptive", "scipy", "torchdiffeq"]
+
+
+@pytest.mark.parametrize("key", ADAPTIVE)
 def test_adaptive_samplers_are_refused_naming_fixed_step_alternatives(key):
     config = diffusers.DDPMScheduler(clip_sample=False).config
     with pytest.raises(ValueError, match=rf"sampler '{key}' .*adaptive.*'pf_rk4'"):

@@ -19,6 +19,7 @@ from .denoiser import (
 )
 from .exact import Gaussian, GaussianMixture, reference_solution, ring_mixture
 from .grids import (
+    GRIDS,
     DiscreteSpacing,
     Explicit,
     Karras,
@@ -27,6 +28,7 @@ from .grids import (
     TimeGrid,
     UniformLambda,
     UniformTime,
+    grid_from_config,
 )
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
@@ -61,6 +63,8 @@ __all__ = [
     "Explicit",
     "DiscreteSpacing",
     "Optimized",
+    "GRIDS",
+    "grid_from_config",
     "NoiseSource",
     "GaussianNoise",
     "BrownianNoise",

@@ -8,6 +8,7 @@ samplers; a sampler never chooses its own grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -25,11 +26,16 @@ __all__ = [
     "Explicit",
     "DiscreteSpacing",
     "Optimized",
+    "GRIDS",
+    "grid_from_config",
 ]
 
 
 class TimeGrid:
-    """Base class. Subclasses implement :meth:`_make` on the resolved endpoints."""
+    """Base class. Subclasses implement :meth:`_make` on the resolved endpoints and name
+    themselves with a ``name`` (the key in :data:`GRIDS`)."""
+
+    name: str
 
     def __init__(self, *, t_start: float | None = None, t_end: float | None = None):
         self.t_start = (
@@ -70,6 +76,15 @@ class TimeGrid:
         reversed, from ``t_end`` up to ``t_start``."""
         return self.grid(sde, n_steps).flip(0)
 
+    def options(self) -> dict:
+        """The constructor options (what :meth:`to_config` saves)."""
+        return dict(vars(self))
+
+    def to_config(self) -> dict:
+        """``{"name": key in GRIDS, "options": {...}}``, plain JSON; :func:`grid_from_config`
+        rebuilds the grid."""
+        return {"name": self.name, "options": self.options()}
+
     def __repr__(self) -> str:
         args = {k: v for k, v in vars(self).items() if v is not None}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
@@ -78,6 +93,8 @@ class TimeGrid:
 class UniformTime(TimeGrid):
     """Equally spaced in ``t`` (score_sde's default)."""
 
+    name = "uniform_time"
+
     def _make(self, sde, n, t_start, t_end):
         return torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)
 
@@ -85,6 +102,8 @@ class UniformTime(TimeGrid):
 class UniformLambda(TimeGrid):
     """Equally spaced in half log-SNR ``lambda_`` (DPM-Solver's ``logSNR`` skip type,
     Lu et al. 2022, Sec. 3.3)."""
+
+    name = "uniform_lambda"
 
     def _make(self, sde, n, t_start, t_end):
         lam = torch.linspace(float(sde.lambda_(t_start)), float(sde.lambda_(t_end)), n + 1,
@@ -96,6 +115,8 @@ class Karras(TimeGrid):
     """Karras et al. 2022 (EDM, eq. 5): ``sigma_i = (s_max^(1/rho) + i/n (s_min^(1/rho) -
     s_max^(1/rho)))^rho`` in the VE-equivalent noise level ``s = sigma/alpha = exp(-lambda_)``,
     mapped back to ``t`` through ``inverse_lambda``."""
+
+    name = "karras"
 
     def __init__(self, rho: float = 7.0, *, t_start=None, t_end=None):
         super().__init__(t_start=t_start, t_end=t_end)
@@ -113,12 +134,16 @@ class Karras(TimeGrid):
 class Quadratic(TimeGrid):
     """Equally spaced in ``sqrt(t)`` (DPM-Solver's ``time_quadratic``; DDIM's quadratic skip)."""
 
+    name = "quadratic"
+
     def _make(self, sde, n, t_start, t_end):
         return torch.linspace(t_start**0.5, t_end**0.5, n + 1, dtype=torch.float64) ** 2
 
 
 class Explicit(TimeGrid):
     """A user-given grid ``ts``, validated: strictly decreasing, inside ``[t_min, T]``."""
+
+    name = "explicit"
 
     def __init__(self, ts):
         ts = torch.as_tensor(ts, dtype=torch.float64).flatten().cpu()
@@ -155,6 +180,10 @@ class Explicit(TimeGrid):
     @classmethod
     def load(cls, path) -> Explicit:
         return cls(torch.load(path, weights_only=True)["ts"])
+
+    def options(self) -> dict:
+        # float64 -> Python float -> JSON (repr) is exact, so the times round-trip bit for bit
+        return {"ts": self.ts.tolist()}
 
     def __repr__(self) -> str:
         return f"Explicit(n_steps={self.ts.numel() - 1}, t_start={self.ts[0].item():.6g}, t_end={self.ts[-1].item():.6g})"
@@ -195,6 +224,7 @@ class DiscreteSpacing(TimeGrid):
         final: ``"t_min"`` or ``"zero"``, as above.
     """
 
+    name = "discrete_spacing"
     KINDS = ("linspace", "leading", "trailing")
 
     def __init__(self, kind: str = "linspace", *, steps_offset: int = 0, final: str = "t_min"):
@@ -206,6 +236,9 @@ class DiscreteSpacing(TimeGrid):
         self.kind = kind
         self.steps_offset = check_int("steps_offset", steps_offset, low=0)
         self.final = final
+
+    def options(self) -> dict:
+        return {"kind": self.kind, "steps_offset": self.steps_offset, "final": self.final}
 
     def train_steps(self, N: int, m: int) -> np.ndarray:
         """diffusers' model train steps for ``num_inference_steps = m`` (decreasing)."""
@@ -324,8 +357,16 @@ class Optimized(TimeGrid):
         self._fitted: dict = {}
         self.last_fit: dict | None = None
 
+    name = "optimized"
+
     def __repr__(self) -> str:
         return f"Optimized(sampler={self.sampler!r}, shape={self.shape}, seed={self.seed})"
+
+    def to_config(self) -> dict:
+        raise TypeError(
+            "an Optimized grid holds a model, which has no JSON form; save the fitted grid "
+            "instead: grid.fit(sde, n_steps).to_config() (an Explicit grid)"
+        )
 
     def grid(self, sde: SDE, n_steps: int) -> Tensor:
         n_steps = check_int("n_steps", n_steps, low=1)
@@ -385,3 +426,27 @@ class Optimized(TimeGrid):
                          "n_evals": evals}  # fmt: skip
         self._fitted[(sde, n_steps)] = Explicit(times(theta))
         return self._fitted[(sde, n_steps)]
+
+
+# -------------------------------------------------------------------------------------------
+# Configs
+
+GRIDS: dict[str, type[TimeGrid]] = {
+    cls.name: cls
+    for cls in (UniformTime, UniformLambda, Karras, Quadratic, Explicit, DiscreteSpacing)
+}
+
+
+def grid_from_config(config) -> TimeGrid:
+    """Rebuild a grid from :meth:`TimeGrid.to_config` (``{"name": ..., "options": {...}}``), or
+    make the default grid of a key in :data:`GRIDS` (e.g. ``"karras"``)."""
+    if isinstance(config, str):
+        config = {"name": config}
+    if not isinstance(config, Mapping) or "name" not in config or set(config) - {"name", "options"}:
+        raise ValueError(
+            "a grid config must be {'name': key, 'options': {...}} or a key, with keys in "
+            f"{sorted(GRIDS)}; got {config!r}"
+        )
+    if config["name"] not in GRIDS:
+        raise ValueError(f"unknown grid {config['name']!r}; valid names are {sorted(GRIDS)}")
+    return GRIDS[config["name"]](**(config.get("options") or {}))

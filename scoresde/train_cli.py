@@ -109,7 +109,12 @@ def add_train_parsers(subparsers) -> None:
 
     p = subparsers.add_parser("sample", help="draw samples from a checkpoint into a PNG grid")
     p.add_argument("--ckpt", required=True, help="checkpoint.pt or ema.pt written by train")
-    p.add_argument("--sampler", default="pf_euler", help="registry key (see scoresde.SAMPLERS)")
+    p.add_argument(
+        "--sampler",
+        default="pf_euler",
+        help="registry key (see scoresde.SAMPLERS), or a sampler config as JSON, inline or a "
+        ".json file (what Sampler.to_config() gives)",
+    )
     p.add_argument(
         "--nfe",
         type=int,
@@ -117,7 +122,10 @@ def add_train_parsers(subparsers) -> None:
         help="network evaluations; must be a count the sampler can spend exactly",
     )
     p.add_argument(
-        "--grid", default="uniform_time", choices=("uniform_time", "uniform_lambda", "karras")
+        "--grid",
+        default="uniform_time",
+        help="grid name (see scoresde.GRIDS), or a grid config as JSON, inline or a .json file "
+        "(what TimeGrid.to_config() gives)",
     )
     p.add_argument(
         "--denoise-final",
@@ -288,10 +296,19 @@ def run_train(args) -> int:
     return 0
 
 
-def _grid(name: str):
-    from .grids import Karras, UniformLambda, UniformTime
-
-    return {"uniform_time": UniformTime, "uniform_lambda": UniformLambda, "karras": Karras}[name]()
+def _config_arg(flag: str, value: str):
+    """A name, or a JSON config given inline or as a ``.json`` file."""
+    if value.endswith(".json"):
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"{flag} config file not found: {value!r}")
+        value = path.read_text()
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{flag} is not valid JSON ({err}); got {value!r}") from None
+    return value
 
 
 def nfe_to_steps(sampler, nfe: int) -> int:
@@ -316,7 +333,7 @@ def nfe_to_steps(sampler, nfe: int) -> int:
 
 
 def run_sample(args) -> int:
-    from . import get_sampler, sample
+    from . import get_sampler, grid_from_config, sample
     from .checkpoint import load, load_denoiser
     from .data import float_to_images
 
@@ -327,7 +344,8 @@ def run_sample(args) -> int:
         ckpt = load(args.ckpt, map_location=args.device)
         denoiser = load_denoiser(ckpt, ema=not args.no_ema)
         denoiser.net.to(args.device)
-        sampler = get_sampler(args.sampler)
+        sampler = get_sampler(_config_arg("--sampler", args.sampler))
+        grid = grid_from_config(_config_arg("--grid", args.grid))
         # the final x0 prediction is one more network call, paid from the same budget
         n_steps = nfe_to_steps(sampler, args.nfe - 1 if args.denoise_final else args.nfe)
         cfg = ckpt["model_config"]
@@ -343,14 +361,14 @@ def run_sample(args) -> int:
             denoiser,
             shape=shape,
             n_steps=n_steps,
-            grid=_grid(args.grid),
+            grid=grid,
             generator=gen,
             denoise_final=args.denoise_final,
             progress=False,
             device=args.device,
         )
         seconds = time.perf_counter() - start
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         return _error(str(err))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -363,8 +381,8 @@ def run_sample(args) -> int:
     else:
         torch.save(res.x.cpu(), out)
     print(
-        f"{args.n} samples with {args.sampler} ({n_steps} steps, {res.nfe} NFE measured, "
-        f"grid {args.grid}{', denoised final step' if args.denoise_final else ''}) "
+        f"{args.n} samples with {sampler!r} ({n_steps} steps, {res.nfe} NFE measured, "
+        f"grid {grid!r}{', denoised final step' if args.denoise_final else ''}) "
         f"in {seconds:.1f}s -> {out}"
     )
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES = ["bring-your-own-model.md"]
+PAGES = ["bring-your-own-model.md", "diffusers-pipelines.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -1,6 +1,8 @@
 """Adapters: existing models as a ``(SDE, Denoiser)`` pair, with no change to the model.
 
 None of these modules imports diffusers or k-diffusion: they read the objects they are given.
+``ScoresdeScheduler`` (a diffusers scheduler backed by any fixed-grid sampler) imports diffusers
+when it is first asked for.
 """
 
 from .diffusers import discrete_sde_from_config, from_diffusers, x0_correction_from_config
@@ -13,4 +15,14 @@ __all__ = [
     "x0_correction_from_config",
     "from_k_diffusion",
     "from_score_fn",
+    "ScoresdeScheduler",
 ]
+
+
+def __getattr__(name):
+    # ScoresdeScheduler subclasses diffusers' classes: diffusers is imported on first use only
+    if name == "ScoresdeScheduler":
+        from .scheduler import ScoresdeScheduler
+
+        return ScoresdeScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

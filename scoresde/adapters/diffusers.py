@@ -20,12 +20,23 @@ from ..denoiser import Denoiser, TrainIndex
 from ..parameterization import Parameterization
 from ..sde import DiscreteVPSDE
 
-__all__ = [
+__all__ = [  # noqa: F822 (ScoresdeScheduler is imported on first use, below)
     "from_diffusers",
     "discrete_sde_from_config",
     "x0_correction_from_config",
     "DiffusersUNet",
+    "ScoresdeScheduler",
 ]
+
+
+def __getattr__(name):
+    # the scheduler subclasses diffusers' classes: import diffusers only when it is asked for
+    if name == "ScoresdeScheduler":
+        from .scheduler import ScoresdeScheduler
+
+        return ScoresdeScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from numbers import Integral
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,7 +23,14 @@ from ..sde import SDE
 from ..utils import check_int
 from .adams import IPNDM, LMS
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
-from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
+from .base import (
+    AffineStep,
+    GridSchedule,
+    Sampler,
+    SampleResult,
+    StepInfo,
+    option_from_config,
+)
 from .dpm_solver_multistep import (
     DDIM,
     DPMSolver1,
@@ -142,9 +150,24 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
-def get_sampler(name: str, **options) -> Sampler:
-    """Instantiate the sampler registered as ``name`` with keyword-only ``options``."""
-    if name not in SAMPLERS:
+def get_sampler(name: str | Mapping[str, Any], **options) -> Sampler:
+    """Instantiate the sampler registered as ``name`` with keyword-only ``options``.
+
+    ``name`` may also be a config from :meth:`Sampler.to_config` (``{"name": ..., "options":
+    {...}}``, e.g. read back from JSON); keyword ``options`` then override the config's."""
+    if isinstance(name, Mapping):
+        config = name
+        if set(config) - {"name", "options"} or "name" not in config:
+            raise ValueError(
+                "a sampler config must be {'name': registry key, 'options': {...}}; "
+                f"got keys {sorted(config)}"
+            )
+        saved = config.get("options") or {}
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"a sampler config's options must be a mapping; got {saved!r}")
+        options = {k: option_from_config(v) for k, v in saved.items()} | options
+        name = config["name"]
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid names are {sorted(SAMPLERS)}")
     return SAMPLERS[name](**options)
 

@@ -9,6 +9,7 @@ interval themselves (torchdiffeq, scipy, torchsde) override :meth:`Sampler.run` 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,14 @@ class Sampler(ABC):
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
 
+    def to_config(self) -> dict[str, Any]:
+        """``{"name": registry key, "options": {...}}``, plain JSON (``json.dumps`` with
+        ``allow_nan=False`` accepts it); :func:`scoresde.get_sampler` rebuilds the sampler."""
+        return {
+            "name": self.name,
+            "options": {k: config_value(k, v) for k, v in self.options().items()},
+        }
+
     def run(
         self,
         denoiser: Denoiser,
@@ -150,6 +159,25 @@ class Sampler(ABC):
             )
         traj = None if trajectory is None else torch.stack(trajectory)
         return x, traj, {}
+
+
+def config_value(name: str, value: Any) -> Any:
+    """An option as plain JSON: nested samplers and correctors as their configs, infinities as
+    the strings ``"inf"`` / ``"-inf"`` (strict JSON has no infinity)."""
+    if hasattr(value, "to_config"):
+        return value.to_config()
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"option {name}={value!r} has no JSON form; expected a number, str, bool or None"
+    )
+
+
+def option_from_config(value: Any) -> Any:
+    """Inverse of :func:`config_value` for scalars (nested configs are rebuilt by their owner)."""
+    return float(value) if value in ("inf", "-inf") else value
 
 
 @dataclass(frozen=True)

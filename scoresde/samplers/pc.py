@@ -25,6 +25,7 @@ The corrector's ``z`` is not an increment of the reverse SDE's Brownian motion: 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -50,6 +51,10 @@ class LangevinCorrector:
 
     def __repr__(self) -> str:
         return f"LangevinCorrector(snr={self.snr!r}, n_steps={self.n_steps!r})"
+
+    def to_config(self) -> dict:
+        """``{"snr": ..., "n_steps": ...}``; ``PredictorCorrector(corrector=config)`` rebuilds it."""
+        return {"snr": self.snr, "n_steps": self.n_steps}
 
     def init(self, sde, ts, x) -> tuple:
         s = GridSchedule.of(sde, ts)
@@ -96,10 +101,10 @@ class PredictorCorrector(Sampler):
     **Reference** Song et al. 2021, Algorithms 1–5 and Sec. 4.2.
 
     Args:
-        predictor: a step-based sampler or its registry key (not a backend that overrides
-            ``run``).
-        corrector: ``"langevin"`` (``LangevinCorrector()``), ``"none"``/``None``, or a
-            :class:`LangevinCorrector` with its own ``snr`` and ``n_steps``.
+        predictor: a step-based sampler, its registry key or its config (not a backend that
+            overrides ``run``).
+        corrector: ``"langevin"`` (``LangevinCorrector()``), ``"none"``/``None``, a
+            :class:`LangevinCorrector` with its own ``snr`` and ``n_steps``, or its config.
     """
 
     name = "pc"
@@ -118,7 +123,7 @@ class PredictorCorrector(Sampler):
     ):
         from . import get_sampler  # the registry imports this module
 
-        if isinstance(predictor, str):
+        if isinstance(predictor, (str, Mapping)):
             predictor = get_sampler(predictor)
         if not isinstance(predictor, Sampler):
             raise ValueError(
@@ -130,7 +135,9 @@ class PredictorCorrector(Sampler):
                 f"predictor must be a step-based sampler; {predictor.name!r} integrates the whole "
                 "grid in its own run() and has no step to interleave with a corrector"
             )
-        if corrector == "langevin":
+        if isinstance(corrector, Mapping):
+            corrector = LangevinCorrector(**corrector)
+        elif corrector == "langevin":
             corrector = LangevinCorrector()
         elif corrector is None or corrector == "none":
             corrector = None

@@ -248,10 +248,12 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         k = self._check_call(timestep, sample)
         if self.mean_channels_only and model_output.shape[1] == 2 * sample.shape[1]:
             model_output = model_output[:, : sample.shape[1]]
-        if self.denoiser_options["learned_variance"]:
-            expected = (sample.shape[0], 2 * sample.shape[1], *sample.shape[2:])
-        else:
-            expected = sample.shape
+        # learned-range channels, unless the pipeline split them off already (DiTPipeline does)
+        learned = self.denoiser_options["learned_variance"] and (
+            model_output.shape[1] == 2 * sample.shape[1]
+        )
+        expected = (sample.shape[0], 2 * sample.shape[1], *sample.shape[2:]) if learned else None
+        expected = sample.shape if expected is None else expected
         if model_output.shape != expected:
             raise ValueError(
                 f"model_output must have shape {tuple(expected)} for sample {tuple(sample.shape)}; got "
@@ -262,7 +264,8 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                 self._run = StepwiseRun(self.sampler, self.sde, self.parameterization,
                                         TrainIndex(), self.ts[self._start_step :], sample,
                                         denoise_final=self.denoise_final,
-                                        **self.denoiser_options)  # fmt: skip
+                                        **{**self.denoiser_options,
+                                           "learned_variance": learned})  # fmt: skip
             self._run.noise.source = GaussianNoise(generator)
             if k == 0 and self.plan.warm_up:
                 x_next, x0 = self._run.skip(), None  # the pipeline's own x_T: discarded

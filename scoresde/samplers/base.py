@@ -162,14 +162,16 @@ class Sampler(ABC):
 
 
 def config_value(name: str, value: Any) -> Any:
-    """An option as plain JSON: nested samplers and correctors as their configs, infinities as
-    the strings ``"inf"`` / ``"-inf"`` (strict JSON has no infinity)."""
+    """An option as plain JSON: nested samplers and correctors as their configs, tuples as
+    lists, infinities as the strings ``"inf"`` / ``"-inf"`` (strict JSON has no infinity)."""
     if hasattr(value, "to_config"):
         return value.to_config()
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, (tuple, list)):
+        return [config_value(f"{name}[{i}]", v) for i, v in enumerate(value)]
     raise TypeError(
         f"option {name}={value!r} has no JSON form; expected a number, str, bool or None"
     )

@@ -125,7 +125,8 @@ class ERSDE(Sampler):
             raise TypeError(
                 f"noise_scaler must be a callable phi(rho) -> tensor; got {type(noise_scaler)}"
             )
-        self.noise_scaler = default_noise_scaler if noise_scaler is None else noise_scaler
+        # None stands for the paper's default, so the sampler's config stays plain JSON
+        self.noise_scaler = noise_scaler
         self._check_scaler(_PROBE)
         self.s_noise = check_real("s_noise", s_noise, low=0.0)
 
@@ -134,7 +135,7 @@ class ERSDE(Sampler):
                 "s_noise": self.s_noise}  # fmt: skip
 
     def _phi(self, rho: torch.Tensor) -> torch.Tensor:
-        out = self.noise_scaler(rho)
+        out = (default_noise_scaler if self.noise_scaler is None else self.noise_scaler)(rho)
         if not isinstance(out, torch.Tensor) or out.shape != rho.shape:
             raise ValueError(
                 "noise_scaler must map a tensor of noise levels to a tensor of the same shape; "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 
 import torch
 
@@ -187,6 +188,10 @@ class Restart(Sampler):
 def _check_solver(solver) -> Sampler:
     from . import SAMPLERS  # the registry imports this module
 
+    if isinstance(solver, Mapping):  # a config, as to_config writes it
+        from . import get_sampler
+
+        solver = get_sampler(solver)
     if isinstance(solver, str):
         if solver not in SAMPLERS:
             raise ValueError(

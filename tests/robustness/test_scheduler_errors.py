@@ -60,7 +60,7 @@ def test_more_steps_than_timesteps_is_refused(scheduler):
 def test_model_output_of_another_shape_is_refused(scheduler):
     scheduler.set_timesteps(2)
     x = torch.zeros(1, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"model_output must have the shape of sample"):
+    with pytest.raises(ValueError, match=r"model_output must have shape \(1, 1, 4, 4\) for sample"):
         scheduler.step(torch.zeros(1, 2, 4, 4), scheduler.timesteps[0], x)
 
 

@@ -30,7 +30,7 @@ from .grids import (
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
 from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, sample
-from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,7 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "RectifiedFlow",
     "DiscreteVPSDE",
     "Parameterization",
     "Denoiser",

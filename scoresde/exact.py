@@ -24,7 +24,7 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from .denoiser import Denoiser
-from .parameterization import Parameterization, from_x0_eps
+from .parameterization import Parameterization, derivatives_for, from_x0_eps
 from .sde import SDE
 from .utils import as_time, check_real, expand_to
 
@@ -171,7 +171,8 @@ class _ExactNet:
         alpha = expand_to(self.sde.alpha(t), x64)
         sigma = expand_to(self.sde.sigma(t), x64)
         eps = (x64 - alpha * x0) / sigma
-        return from_x0_eps(x0, eps, alpha, sigma, self.parameterization).to(x.dtype)
+        p, d = self.parameterization, derivatives_for(self.parameterization, self.sde, t, x64)
+        return from_x0_eps(x0, eps, alpha, sigma, p, *d).to(x.dtype)
 
 
 def ring_mixture(

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
-from .parameterization import Parameterization, from_x0_eps
+from .parameterization import Parameterization, derivatives_for, from_x0_eps
 from .sde import SDE
 from .utils import as_time, expand_to
 
@@ -192,7 +192,7 @@ def dsm_loss(
     t = t.to(x0.device)
     alpha, sigma = expand_to(sde.alpha(t), x0), expand_to(sde.sigma(t), x0)
     x_t = alpha * x0 + sigma * noise
-    target = from_x0_eps(x0, noise, alpha, sigma, p)
+    target = from_x0_eps(x0, noise, alpha, sigma, p, *derivatives_for(p, sde, t, x0))
     t_in = denoiser.time_input(sde, t).to(x0.dtype)
     out = (
         denoiser.net(x_t, t_in)

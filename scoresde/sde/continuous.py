@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor
 
 from ..utils import as_time, check_real
 from .base import SDE, _check_t_range

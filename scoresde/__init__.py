@@ -20,6 +20,7 @@ from .exact import Gaussian, GaussianMixture, reference_solution, ring_mixture
 from .grids import (
     DiscreteSpacing,
     Explicit,
+    FlowMatchShift,
     Karras,
     Optimized,
     Quadratic,
@@ -57,6 +58,7 @@ __all__ = [
     "Quadratic",
     "Explicit",
     "DiscreteSpacing",
+    "FlowMatchShift",
     "Optimized",
     "NoiseSource",
     "GaussianNoise",

@@ -71,6 +71,15 @@ class TimeGrid:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
 
 
+def _check_finite_lambda(grid: TimeGrid, sde: SDE, t_start: float) -> None:
+    if not math.isfinite(float(sde.lambda_(t_start))):
+        raise ValueError(
+            f"{grid!r} spaces times in lambda (log-SNR), which is -inf at t_start={t_start} of "
+            f"{sde!r} (alpha = 0: zero terminal SNR); expected t_start < T, or a grid in t "
+            "(UniformTime, FlowMatchShift, DiscreteSpacing)"
+        )
+
+
 class UniformTime(TimeGrid):
     """Equally spaced in ``t`` (score_sde's default)."""
 
@@ -83,6 +92,7 @@ class UniformLambda(TimeGrid):
     Lu et al. 2022, Sec. 3.3)."""
 
     def _make(self, sde, n, t_start, t_end):
+        _check_finite_lambda(self, sde, t_start)
         lam = torch.linspace(float(sde.lambda_(t_start)), float(sde.lambda_(t_end)), n + 1,
                              dtype=torch.float64)  # fmt: skip
         return sde.inverse_lambda(lam)
@@ -98,6 +108,7 @@ class Karras(TimeGrid):
         self.rho = check_real("rho", rho, low=0.0, low_open=True)
 
     def _make(self, sde, n, t_start, t_end):
+        _check_finite_lambda(self, sde, t_start)
         s_max = torch.exp(-sde.lambda_(t_start))
         s_min = torch.exp(-sde.lambda_(t_end))
         u = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)

@@ -49,6 +49,7 @@ CASES = [
     ("unknown flow shift mode", lambda: S.FlowMatchShift(mu=0.5, time_shift_type="cubic"), r"time_shift_type must be one of \['exponential', 'linear'\]; got 'cubic'"),
     ("non-positive flow shift", lambda: S.FlowMatchShift(shift=0.0), r"shift must be .*got 0.0"),
     ("rectified flow t_min", lambda: S.RectifiedFlow(t_min=1.0), r"t_min must be .*\(0.0, 1.0\).*got 1.0"),
+    ("lambda grid from alpha = 0", lambda: S.UniformLambda().grid(S.RectifiedFlow(), 4), r"UniformLambda\(\) spaces times in lambda .*-inf at t_start=1.0.*expected t_start < T"),
     ("non-bool zero-SNR flag", lambda: S.DiscreteVPSDE.linear(rescale_betas_zero_snr="yes"), r"rescale_betas_zero_snr must be a bool; got 'yes'"),
 ]  # fmt: skip
 

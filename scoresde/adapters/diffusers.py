@@ -54,6 +54,8 @@ def is_flow_match(scheduler_or_config) -> bool:
     """Whether the scheduler (or config: by its ``_class_name``, or for a bare ``config`` mapping,
     by flow-matching keys and no betas) is a flow-matching one."""
     config = _config(scheduler_or_config)
+    if config.get("use_flow_sigmas", False):  # DPMSolverMultistep / UniPC in flow mode
+        return True
     if "_class_name" in config:
         return str(config["_class_name"]).startswith("FlowMatch")
     has_betas = "beta_schedule" in config or "trained_betas" in config
@@ -184,6 +186,12 @@ def from_diffusers(
         return flow, den
     sde = discrete_sde_from_config(config)
     parameterization = Parameterization.parse(config.get("prediction_type", "epsilon"))
+    if parameterization is Parameterization.FLOW:
+        raise ValueError(
+            "prediction_type='flow_prediction' means the rectified-flow path, which a beta "
+            "schedule does not give; expected a FlowMatch* scheduler or use_flow_sigmas=True, got "
+            f"beta_schedule={config.get('beta_schedule')!r}"
+        )
     if sde.zero_terminal_snr and parameterization in (Parameterization.EPS, Parameterization.SCORE):
         raise ValueError(
             f"rescale_betas_zero_snr=True needs prediction_type 'v_prediction' or 'sample': at "

@@ -149,6 +149,11 @@ def test_from_diffusers_reads_flow_match_configs():
             assert den.parameterization is S.Parameterization.FLOW
             t = torch.tensor([0.25, 1.0], dtype=torch.float64)
             torch.testing.assert_close(den.time_input(sde, t), t * N)
+    dpm_flow = diffusers.DPMSolverMultistepScheduler(
+        use_flow_sigmas=True, prediction_type="flow_prediction"
+    )
+    sde, den = from_diffusers(lambda x, t: x, dpm_flow)
+    assert isinstance(sde, S.RectifiedFlow) and den.parameterization is S.Parameterization.FLOW
     sched = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
     with pytest.raises(ValueError, match="mu must be given"):
         flow_match_grid(sched)

@@ -22,7 +22,7 @@ import torch
 
 from .denoiser import ContinuousTime, Denoiser, LogSigmaInput, SigmaInput, TimeInput, TrainIndex
 from .models import build_model
-from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 
 __all__ = [
     "FORMAT",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 FORMAT = "scoresde-checkpoint-v1"
-_SDES = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE}
+_SDES = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE, "RectifiedFlow": RectifiedFlow}
 _TIME_INPUTS = {
     "ContinuousTime": ContinuousTime, "TrainIndex": TrainIndex,
     "SigmaInput": SigmaInput, "LogSigmaInput": LogSigmaInput,

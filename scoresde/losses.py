@@ -111,7 +111,7 @@ class LambdaTimeSampler(TimeSampler):
         return sde.g2(t) / (2.0 * sde.sigma(t) ** 2 * (hi - lo))
 
 
-def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor) -> Tensor:
+def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor, sde, t) -> Tensor:
     """``k(t)``: the eps error per unit of native error (float64)."""
     if p is Parameterization.EPS:
         return torch.ones_like(alpha)
@@ -121,6 +121,8 @@ def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor) -> Tens
         return alpha / (alpha**2 + sigma**2)
     if p is Parameterization.SCORE:
         return -sigma
+    if p is Parameterization.FLOW:  # eps = (alpha u - alpha' x) / (alpha sigma' - sigma alpha')
+        return alpha / (alpha * sde.d_sigma(t) - sigma * sde.d_alpha(t))
     raise TypeError(f"parameterization must be a Parameterization; got {p!r}")
 
 
@@ -137,7 +139,7 @@ def loss_weight(
     if weighting == "none":
         w = torch.ones_like(t)
     else:
-        w = _eps_error_factor(denoiser.parameterization, alpha, sigma) ** 2
+        w = _eps_error_factor(denoiser.parameterization, alpha, sigma, sde, t) ** 2
         if weighting == "likelihood":
             w = w * sde.g2(t) / sigma**2
     return w / ((sde.T - sde.t_min) * t_sampler.density(sde, t))

@@ -154,3 +154,17 @@ def test_foreign_files_are_refused(tmp_path):
         ckpt_io.load(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         ckpt_io.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "sde",
+    [S.RectifiedFlow(t_min=1e-4), S.DiscreteVPSDE.linear(rescale_betas_zero_snr=True)],
+    ids=repr,
+)
+def test_zero_terminal_snr_schedules_round_trip_through_a_checkpoint_record(sde):
+    from scoresde.checkpoint import sde_from_dict, sde_to_dict
+
+    back = sde_from_dict(sde_to_dict(sde))
+    assert type(back) is type(sde) and back.zero_terminal_snr and back.t_min == sde.t_min
+    t = torch.linspace(sde.t_min, 1.0, 9, dtype=torch.float64)
+    torch.testing.assert_close(back.alpha(t), sde.alpha(t), rtol=0, atol=0)

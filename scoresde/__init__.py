@@ -22,6 +22,7 @@ from .grids import (
     GRIDS,
     DiscreteSpacing,
     Explicit,
+    FlowMatchShift,
     Karras,
     Optimized,
     Quadratic,
@@ -33,7 +34,7 @@ from .grids import (
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
 from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, invert, sample
-from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "RectifiedFlow",
     "DiscreteVPSDE",
     "Parameterization",
     "Denoiser",
@@ -62,6 +64,7 @@ __all__ = [
     "Quadratic",
     "Explicit",
     "DiscreteSpacing",
+    "FlowMatchShift",
     "Optimized",
     "GRIDS",
     "grid_from_config",

@@ -23,7 +23,7 @@ import torch
 
 from .denoiser import ContinuousTime, Denoiser, LogSigmaInput, SigmaInput, TimeInput, TrainIndex
 from .models import build_model
-from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 from .utils import check_device, first_sentence
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 FORMAT = "scoresde-checkpoint-v1"
 # what every checkpoint, training or exported, holds (module docstring)
 _SAMPLING_KEYS = ("sde", "time_input", "parameterization", "model_config", "ema")
-_SDES = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE}
+_SDES = {"VPSDE": VPSDE, "SubVPSDE": SubVPSDE, "VESDE": VESDE, "RectifiedFlow": RectifiedFlow}
 _TIME_INPUTS = {
     "ContinuousTime": ContinuousTime, "TrainIndex": TrainIndex,
     "SigmaInput": SigmaInput, "LogSigmaInput": LogSigmaInput,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .corrections import X0Correction
-from .parameterization import Parameterization, from_x0_eps, to_x0_eps
+from .parameterization import Parameterization, derivatives_for, from_x0_eps, to_x0_eps
 from .sde import SDE
 from .utils import as_time, check_bool, check_real, expand_to
 
@@ -273,6 +273,7 @@ class Denoiser:
         self.net = net
         self.sde = sde
         self.parameterization = Parameterization.parse(parameterization)
+        _check_defined_at_T(sde, self.parameterization)
         self.time_input = TimeInput.parse(time_input)
         self.model_kwargs = {} if model_kwargs is None else dict(model_kwargs)
         if guidance is not None and not callable(guidance):
@@ -388,8 +389,9 @@ class Denoiser:
             )
         return out
 
-    def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor]:
-        """One network call: the prediction and the ``alpha``, ``sigma`` it was converted with."""
+    def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor, Tensor]:
+        """One network call: the prediction, the ``alpha``, ``sigma`` it was converted with, and
+        the batch times."""
         t = self._batch_time(x, t)
         out = self.raw(x, t)
         var_interp = None
@@ -397,17 +399,19 @@ class Denoiser:
             out, var_interp = out.split(x.shape[1], dim=1)
         alpha = expand_to(self.sde.alpha(t), x)
         sigma = expand_to(self.sde.sigma(t), x)
-        x0, eps = to_x0_eps(out, x, alpha, sigma, self.parameterization)
+        p = self.parameterization
+        x0, eps = to_x0_eps(out, x, alpha, sigma, p, *derivatives_for(p, self.sde, t, x))
         if self.x0_correction is not None:
             # correct x0, then derive eps from it, so that (x0, eps) stay one consistent model
             x0 = self.x0_correction(x0)
             eps = (x - alpha * x0) / sigma
         self.last = Prediction(x0, eps, var_interp)
-        return self.last, alpha, sigma
+        return self.last, alpha, sigma, t
 
     def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:
-        pred, alpha, sigma = self._predict(x, t)
-        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization)
+        pred, alpha, sigma, t = self._predict(x, t)
+        d = derivatives_for(parameterization, self.sde, t, x)
+        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization, *d)
 
     def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
         """``(x0, eps)`` from one network call."""
@@ -424,3 +428,20 @@ class Denoiser:
 
     def v(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self._as(x, t, Parameterization.V)
+
+    def flow(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """The velocity ``dx_t/dt = alpha' x0 + sigma' eps`` (the probability-flow ODE's RHS)."""
+        return self._as(x, t, Parameterization.FLOW)
+
+
+def _check_defined_at_T(sde: SDE, parameterization: Parameterization) -> None:
+    """Zero terminal SNR: at ``T`` the input is pure noise (``alpha = 0``), so an ``eps`` or
+    ``score`` prediction carries no information about ``x0`` (``x0 = (x - sigma eps) / alpha``
+    is 0/0) and every sampler's first step needs ``x0``."""
+    if parameterization in (Parameterization.EPS, Parameterization.SCORE) and sde.zero_terminal_snr:
+        raise ValueError(
+            f"parameterization={parameterization.value!r} is undefined on a zero-terminal-SNR "
+            f"schedule ({sde!r} has alpha(T) = 0): at T the input is pure noise, an "
+            f"{parameterization.value} prediction cannot give x0 (0/0), and the first step needs "
+            "x0; expected a 'x0', 'v' or 'flow' (velocity) prediction model"
+        )

@@ -24,7 +24,7 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from .denoiser import Denoiser
-from .parameterization import Parameterization, from_x0_eps
+from .parameterization import Parameterization, derivatives_for, from_x0_eps
 from .sde import SDE
 from .utils import as_time, check_real, expand_to
 
@@ -171,7 +171,8 @@ class _ExactNet:
         alpha = expand_to(self.sde.alpha(t), x64)
         sigma = expand_to(self.sde.sigma(t), x64)
         eps = (x64 - alpha * x0) / sigma
-        return from_x0_eps(x0, eps, alpha, sigma, self.parameterization).to(x.dtype)
+        p, d = self.parameterization, derivatives_for(self.parameterization, self.sde, t, x64)
+        return from_x0_eps(x0, eps, alpha, sigma, p, *d).to(x.dtype)
 
 
 def ring_mixture(
@@ -227,7 +228,32 @@ def reference_solution(
     shape = x_T.shape
     lam0, lam1 = float(sde.lambda_(t_start)), float(sde.lambda_(t_end))
     one = torch.ones((), dtype=torch.float64)
-    y0 = (x_T.detach().to("cpu", torch.float64) / sde.alpha(t_start)).flatten().numpy()
+    x_start = x_T.detach().to("cpu", torch.float64)
+    nfe = 0
+    if lam0 == -math.inf:
+        # alpha(t_start) = 0: y = x / alpha is infinite. In w = e^lambda = alpha/sigma and
+        # zeta = x / sigma the ODE is d zeta / dw = E[x0 | w x0 + z = zeta], finite at w = 0
+        # (Song, Meng & Ermon 2021, eq. 14 in the variable sigma/alpha inverted); integrate it to
+        # w = min(1, e^lambda_end), then continue in lambda.
+        w1 = min(1.0, math.exp(lam1))
+
+        def rhs_w(w, z):
+            z = torch.from_numpy(z).reshape(shape)
+            return data.posterior_mean(z, one * w, one).flatten().numpy()
+
+        z0 = (x_start / sde.sigma(t_start)).flatten().numpy()
+        sol = solve_ivp(rhs_w, (0.0, w1), z0, method=method, rtol=rtol, atol=atol)
+        if not sol.success:
+            raise RuntimeError(f"reference PF-ODE solve failed: {sol.message}")
+        nfe += int(sol.nfev)
+        zeta = torch.from_numpy(sol.y[:, -1].copy()).reshape(shape)
+        lam0 = math.log(w1)
+        if lam0 >= lam1:
+            x = zeta * sde.sigma(t_end)
+            return ReferenceSolution(x=x, nfe=nfe, success=True, message=sol.message)
+        y0 = (zeta / w1).flatten().numpy()
+    else:
+        y0 = (x_start / sde.alpha(t_start)).flatten().numpy()
 
     def rhs(lam, y):
         y = torch.from_numpy(y).reshape(shape)
@@ -237,4 +263,4 @@ def reference_solution(
     if not sol.success:
         raise RuntimeError(f"reference PF-ODE solve failed: {sol.message}")
     x = torch.from_numpy(sol.y[:, -1].copy()).reshape(shape) * sde.alpha(t_end)
-    return ReferenceSolution(x=x, nfe=int(sol.nfev), success=sol.success, message=sol.message)
+    return ReferenceSolution(x=x, nfe=nfe + int(sol.nfev), success=sol.success, message=sol.message)

@@ -25,6 +25,7 @@ __all__ = [
     "Quadratic",
     "Explicit",
     "DiscreteSpacing",
+    "FlowMatchShift",
     "Optimized",
     "GRIDS",
     "grid_from_config",
@@ -90,6 +91,15 @@ class TimeGrid:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
 
 
+def _check_finite_lambda(grid: TimeGrid, sde: SDE, t_start: float) -> None:
+    if not math.isfinite(float(sde.lambda_(t_start))):
+        raise ValueError(
+            f"{grid!r} spaces times in lambda (log-SNR), which is -inf at t_start={t_start} of "
+            f"{sde!r} (alpha = 0: zero terminal SNR); expected t_start < T, or a grid in t "
+            "(UniformTime, FlowMatchShift, DiscreteSpacing)"
+        )
+
+
 class UniformTime(TimeGrid):
     """Equally spaced in ``t`` (score_sde's default)."""
 
@@ -106,6 +116,7 @@ class UniformLambda(TimeGrid):
     name = "uniform_lambda"
 
     def _make(self, sde, n, t_start, t_end):
+        _check_finite_lambda(self, sde, t_start)
         lam = torch.linspace(float(sde.lambda_(t_start)), float(sde.lambda_(t_end)), n + 1,
                              dtype=torch.float64)  # fmt: skip
         return sde.inverse_lambda(lam)
@@ -123,6 +134,7 @@ class Karras(TimeGrid):
         self.rho = check_real("rho", rho, low=0.0, low_open=True)
 
     def _make(self, sde, n, t_start, t_end):
+        _check_finite_lambda(self, sde, t_start)
         s_max = torch.exp(-sde.lambda_(t_start))
         s_min = torch.exp(-sde.lambda_(t_end))
         u = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
@@ -267,6 +279,99 @@ class DiscreteSpacing(TimeGrid):
                 f"[0, {sde.N - 1}] for n_steps={n_steps}; got {got}"
             )
         return sde.index_to_t(torch.from_numpy(steps).to(torch.float64))
+
+
+# -------------------------------------------------------------------------------------------
+# diffusers' shifted flow-matching grids (Stable Diffusion 3, Flux)
+
+
+class FlowMatchShift(TimeGrid):
+    r"""The noise levels diffusers' ``FlowMatchEulerDiscreteScheduler`` (and
+    ``FlowMatchHeunDiscreteScheduler``) visits, as times of a
+    :class:`~scoresde.sde.RectifiedFlow` (``t = sigma``).
+
+    With ``N = num_train_timesteps`` and ``m`` model evaluations, ``s = linspace(1, s_min, m)``
+    is shifted towards the noise end:
+
+    - static ``shift`` (Esser et al. 2024, SD3, eq. 23):
+      ``sigma = shift s / (1 + (shift - 1) s)``, with ``s_min = shift(1/N)`` (diffusers shifts the
+      configured minimum, then the grid);
+    - dynamic shifting (``mu`` given; Flux's resolution-dependent shift), ``s_min = 1/N``:
+      ``sigma = e^mu / (e^mu + 1/s - 1)`` (``time_shift_type="exponential"``) or
+      ``mu / (mu + 1/s - 1)`` (``"linear"``);
+    - ``shift_terminal``: the shifted ``1 - sigma`` rescaled so the last sigma is
+      ``shift_terminal``.
+
+    The grid starts at ``T = 1`` (pure noise). ``grid(sde, n_steps)`` returns the
+    ``m = n_steps + 1`` model times; diffusers' last step, to ``sigma = 0``, is the driver's
+    ``denoise_final=True`` (``m`` NFE in all for Euler, ``2m - 1`` for Heun, as in diffusers).
+
+    Args:
+        shift: static shift (>0; 1 = no shift; SD3 uses 3).
+        mu: the dynamic shift (any real); when given, ``shift`` is not used.
+        time_shift_type: ``"exponential"`` or ``"linear"`` (dynamic shifting only).
+        num_train_timesteps: ``N`` of the scheduler config.
+        shift_terminal: final sigma of the stretched schedule, in ``(0, 1)``, or ``None``.
+    """
+
+    TIME_SHIFT_TYPES = ("exponential", "linear")
+
+    def __init__(
+        self,
+        shift: float = 1.0,
+        *,
+        mu: float | None = None,
+        time_shift_type: str = "exponential",
+        num_train_timesteps: int = 1000,
+        shift_terminal: float | None = None,
+    ):
+        super().__init__()
+        self.shift = check_real("shift", shift, low=0.0, low_open=True)
+        self.mu = None if mu is None else check_real("mu", mu)
+        if time_shift_type not in self.TIME_SHIFT_TYPES:
+            raise ValueError(
+                f"time_shift_type must be one of {list(self.TIME_SHIFT_TYPES)}; "
+                f"got {time_shift_type!r}"
+            )
+        if mu is not None and time_shift_type == "linear" and self.mu <= 0:
+            raise ValueError(f"mu must be > 0 with time_shift_type='linear'; got {mu!r}")
+        self.time_shift_type = time_shift_type
+        self.num_train_timesteps = check_int("num_train_timesteps", num_train_timesteps, low=2)
+        self.shift_terminal = None if shift_terminal is None else check_real(
+            "shift_terminal", shift_terminal, low=0.0, high=1.0, low_open=True, high_open=True
+        )  # fmt: skip
+
+    def _static(self, s: Tensor) -> Tensor:
+        return self.shift * s / (1.0 + (self.shift - 1.0) * s)
+
+    def sigmas(self, m: int) -> Tensor:
+        """diffusers' ``m`` model noise levels (float64, decreasing from 1)."""
+        m = check_int("m", m, low=1)
+        n_train = self.num_train_timesteps
+        one = torch.ones((), dtype=torch.float64)
+        s_min = one / n_train if self.mu is not None else self._static(one / n_train)
+        s = torch.linspace(1.0, float(s_min), m, dtype=torch.float64)
+        if self.mu is None:
+            sigma = self._static(s)
+        else:
+            a = math.exp(self.mu) if self.time_shift_type == "exponential" else self.mu
+            sigma = a / (a + (1.0 / s - 1.0))
+        if self.shift_terminal is not None:
+            one_minus = 1.0 - sigma
+            sigma = 1.0 - one_minus / (one_minus[-1] / (1.0 - self.shift_terminal))
+        return sigma
+
+    def grid(self, sde: SDE, n_steps: int) -> Tensor:
+        n_steps = check_int("n_steps", n_steps, low=1)
+        ts = self.sigmas(n_steps + 1)
+        if sde.T != 1.0 or float(ts[-1]) < sde.t_min:
+            raise ValueError(
+                f"{self!r} needs a flow schedule on [t_min, 1] with t_min <= {float(ts[-1]):.3g} "
+                f"(t = sigma; e.g. RectifiedFlow(t_min=...)); got {sde!r}"
+            )
+        if not bool((ts[1:] < ts[:-1]).all()):
+            raise ValueError(f"{self!r} gives no strictly decreasing grid for n_steps={n_steps}")
+        return ts
 
 
 # -------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
-from .parameterization import Parameterization, from_x0_eps
+from .parameterization import Parameterization, derivatives_for, from_x0_eps
 from .sde import SDE
 from .utils import as_time, check_bool, check_int, expand_to
 
@@ -115,7 +115,7 @@ class LambdaTimeSampler(TimeSampler):
         return sde.g2(t) / (2.0 * sde.sigma(t) ** 2 * (hi - lo))
 
 
-def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor) -> Tensor:
+def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor, sde, t) -> Tensor:
     """``k(t)``: the eps error per unit of native error (float64)."""
     if p is Parameterization.EPS:
         return torch.ones_like(alpha)
@@ -125,6 +125,8 @@ def _eps_error_factor(p: Parameterization, alpha: Tensor, sigma: Tensor) -> Tens
         return alpha / (alpha**2 + sigma**2)
     if p is Parameterization.SCORE:
         return -sigma
+    if p is Parameterization.FLOW:  # eps = (alpha u - alpha' x) / (alpha sigma' - sigma alpha')
+        return alpha / (alpha * sde.d_sigma(t) - sigma * sde.d_alpha(t))
     raise TypeError(f"parameterization must be a Parameterization; got {p!r}")
 
 
@@ -141,7 +143,7 @@ def loss_weight(
     if weighting == "none":
         w = torch.ones_like(t)
     else:
-        w = _eps_error_factor(denoiser.parameterization, alpha, sigma) ** 2
+        w = _eps_error_factor(denoiser.parameterization, alpha, sigma, sde, t) ** 2
         if weighting == "likelihood":
             w = w * sde.g2(t) / sigma**2
     return w / ((sde.T - sde.t_min) * t_sampler.density(sde, t))
@@ -196,7 +198,7 @@ def dsm_loss(
     t = t.to(x0.device)
     alpha, sigma = expand_to(sde.alpha(t), x0), expand_to(sde.sigma(t), x0)
     x_t = alpha * x0 + sigma * noise
-    target = from_x0_eps(x0, noise, alpha, sigma, p)
+    target = from_x0_eps(x0, noise, alpha, sigma, p, *derivatives_for(p, sde, t, x0))
     t_in = denoiser.time_input(sde, t).to(x0.dtype)
     out = (
         denoiser.net(x_t, t_in)

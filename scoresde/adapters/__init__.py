@@ -5,7 +5,12 @@ None of these modules imports diffusers or k-diffusion: they read the objects th
 when it is first asked for.
 """
 
-from .diffusers import discrete_sde_from_config, from_diffusers, x0_correction_from_config
+from .diffusers import (
+    discrete_sde_from_config,
+    flow_match_grid,
+    from_diffusers,
+    x0_correction_from_config,
+)
 from .k_diffusion import from_k_diffusion
 from .score_fn import from_score_fn
 
@@ -13,6 +18,7 @@ __all__ = [
     "from_diffusers",
     "discrete_sde_from_config",
     "x0_correction_from_config",
+    "flow_match_grid",
     "from_k_diffusion",
     "from_score_fn",
     "ScoresdeScheduler",

@@ -1,10 +1,15 @@
 """A diffusers UNet and its scheduler config as a ``(DiscreteVPSDE, Denoiser)`` pair.
 
 The scheduler config gives the training schedule (``num_train_timesteps``, ``beta_start``,
-``beta_end``, ``beta_schedule`` or ``trained_betas``) and what the UNet predicts
-(``prediction_type``). The UNet is called as ``unet(x, timestep, **model_kwargs)`` with the
+``beta_end``, ``beta_schedule`` or ``trained_betas``, ``rescale_betas_zero_snr``) and what the UNet
+predicts (``prediction_type``). The UNet is called as ``unet(x, timestep, **model_kwargs)`` with the
 (fractional) train index ``t N - 1`` of this schedule's own ``N`` as ``timestep``, which covers
 ``UNet2DModel`` (``class_labels=``) and ``UNet2DConditionModel`` (``encoder_hidden_states=``, ...).
+
+Flow-matching schedulers (``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteScheduler``:
+SD3, Flux) give a ``(RectifiedFlow, Denoiser)`` pair instead: the transformer predicts the
+velocity (``flow``) and is called with diffusers' ``timestep = sigma N`` (``sigma = t``);
+:func:`flow_match_grid` turns the config's ``shift`` / dynamic shifting into the matching grid.
 diffusers itself is never imported here.
 """
 
@@ -16,14 +21,17 @@ import torch
 from torch import Tensor
 
 from ..corrections import ClipX0, DynamicThreshold, X0Correction
-from ..denoiser import Denoiser, TrainIndex
+from ..denoiser import ContinuousTime, Denoiser, TrainIndex
+from ..grids import FlowMatchShift
 from ..parameterization import Parameterization
-from ..sde import DiscreteVPSDE
+from ..sde import DiscreteVPSDE, RectifiedFlow
 
 __all__ = [  # noqa: F822 (ScoresdeScheduler is imported on first use, below)
     "from_diffusers",
     "discrete_sde_from_config",
     "x0_correction_from_config",
+    "flow_match_grid",
+    "is_flow_match",
     "DiffusersUNet",
     "ScoresdeScheduler",
 ]
@@ -48,21 +56,71 @@ def _config(scheduler_or_config) -> dict:
             "scheduler_or_config must be a diffusers scheduler or its config mapping; "
             f"got {type(scheduler_or_config).__name__}"
         )
-    return dict(config)
+    config = dict(config)
+    if hasattr(scheduler_or_config, "config") and "_class_name" not in config:
+        config["_class_name"] = type(scheduler_or_config).__name__
+    return config
+
+
+def is_flow_match(scheduler_or_config) -> bool:
+    """Whether the scheduler (or config: by its ``_class_name``, or for a bare ``config`` mapping,
+    by flow-matching keys and no betas) is a flow-matching one."""
+    config = _config(scheduler_or_config)
+    if config.get("use_flow_sigmas", False):  # DPMSolverMultistep / UniPC in flow mode
+        return True
+    if "_class_name" in config:
+        return str(config["_class_name"]).startswith("FlowMatch")
+    has_betas = "beta_schedule" in config or "trained_betas" in config
+    return "shift" in config and not has_betas
+
+
+# the flow configs' sigma conversions that change the grid in ways FlowMatchShift does not mirror
+_UNSUPPORTED_FLOW = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                     "invert_sigmas", "stochastic_sampling")  # fmt: skip
+
+
+def flow_match_grid(scheduler_or_config, *, mu: float | None = None) -> FlowMatchShift:
+    """The :class:`~scoresde.FlowMatchShift` grid of a ``FlowMatch*DiscreteScheduler`` config:
+    its ``shift``, or with ``use_dynamic_shifting=True`` the given ``mu`` and the config's
+    ``time_shift_type``, and ``shift_terminal``. Sample with ``denoise_final=True`` for
+    diffusers' last step to ``sigma = 0``."""
+    config = _config(scheduler_or_config)
+    bad = [k for k in _UNSUPPORTED_FLOW if config.get(k)]
+    if bad:
+        raise ValueError(
+            f"flow_match_grid mirrors shift, dynamic shifting and shift_terminal only; the config "
+            f"sets {bad} = True, expected False"
+        )
+    kind = config.get("time_shift_type", "exponential")
+    if kind not in FlowMatchShift.TIME_SHIFT_TYPES:
+        raise ValueError(
+            f"time_shift_type must be one of {list(FlowMatchShift.TIME_SHIFT_TYPES)}; got {kind!r}"
+        )
+    n = int(config.get("num_train_timesteps", 1000))
+    terminal = config.get("shift_terminal") or None
+    if config.get("use_dynamic_shifting", False):
+        if mu is None:
+            raise ValueError(
+                "mu must be given for a config with use_dynamic_shifting=True (diffusers' "
+                "set_timesteps(mu=...), e.g. from the image resolution); got None"
+            )
+        return FlowMatchShift(mu=mu, time_shift_type=kind, num_train_timesteps=n,
+                              shift_terminal=terminal)  # fmt: skip
+    if mu is not None:
+        raise ValueError(f"mu is for use_dynamic_shifting=True configs; got mu={mu!r}")
+    shift = float(config.get("shift", 1.0))
+    return FlowMatchShift(shift, num_train_timesteps=n, shift_terminal=terminal)
 
 
 def discrete_sde_from_config(scheduler_or_config) -> DiscreteVPSDE:
     """The training schedule of a diffusers scheduler config as a :class:`DiscreteVPSDE`."""
     config = _config(scheduler_or_config)
-    if config.get("rescale_betas_zero_snr", False):
-        raise ValueError(
-            "rescale_betas_zero_snr=True gives alpha(T) = 0 (infinite -lambda at T), which no "
-            "continuous-time sampler here can start from; got rescale_betas_zero_snr=True"
-        )
+    zero = bool(config.get("rescale_betas_zero_snr", False))
     n = int(config.get("num_train_timesteps", 1000))
     trained = config.get("trained_betas")
     if trained is not None:
-        return DiscreteVPSDE(torch.as_tensor(trained, dtype=torch.float64), name="trained")
+        betas = torch.as_tensor(trained, dtype=torch.float64)
+        return DiscreteVPSDE(betas, name="trained", rescale_betas_zero_snr=zero)
     schedule = config.get("beta_schedule")
     if schedule is None:
         raise ValueError(
@@ -70,13 +128,15 @@ def discrete_sde_from_config(scheduler_or_config) -> DiscreteVPSDE:
             f"{list(_SCHEDULES)} or explicit betas"
         )
     if schedule == "linear":
-        return DiscreteVPSDE.linear(n, config.get("beta_start", 1e-4), config.get("beta_end", 0.02))
+        return DiscreteVPSDE.linear(n, config.get("beta_start", 1e-4),
+                                    config.get("beta_end", 0.02), rescale_betas_zero_snr=zero)  # fmt: skip
     if schedule == "scaled_linear":
         return DiscreteVPSDE.scaled_linear(
-            n, config.get("beta_start", 0.00085), config.get("beta_end", 0.012)
-        )
+            n, config.get("beta_start", 0.00085), config.get("beta_end", 0.012),
+            rescale_betas_zero_snr=zero,
+        )  # fmt: skip
     if schedule == "squaredcos_cap_v2":
-        return DiscreteVPSDE.cosine(n)
+        return DiscreteVPSDE.cosine(n, rescale_betas_zero_snr=zero)
     raise ValueError(f"beta_schedule must be one of {list(_SCHEDULES)}; got {schedule!r}")
 
 
@@ -108,12 +168,20 @@ class DiffusersUNet:
 
 def from_diffusers(
     unet, scheduler_or_config, *, model_kwargs: dict | None = None, guidance=None
-) -> tuple[DiscreteVPSDE, Denoiser]:
+) -> tuple[DiscreteVPSDE | RectifiedFlow, Denoiser]:
     """Wrap a diffusers UNet and its scheduler (or scheduler config) for any scoresde sampler.
 
+    A ``FlowMatch*`` scheduler gives ``(RectifiedFlow, Denoiser)`` with the ``flow``
+    parameterization and ``timestep = sigma * num_train_timesteps``; any other gives
+    ``(DiscreteVPSDE, Denoiser)``. With ``rescale_betas_zero_snr=True`` the schedule has
+    ``alpha(T) = 0``, defined for ``v_prediction`` and ``sample`` models only (an ``epsilon``
+    model carries no information about ``x0`` at pure noise).
+
     Args:
-        unet: e.g. ``UNet2DModel`` or ``UNet2DConditionModel`` (any callable with that signature).
-        scheduler_or_config: a diffusers scheduler, or its ``config`` mapping.
+        unet: e.g. ``UNet2DModel``, ``UNet2DConditionModel`` or ``SD3Transformer2DModel`` (any
+            callable with that signature).
+        scheduler_or_config: a diffusers scheduler, or its ``config`` mapping (for flow configs
+            with their ``_class_name``).
         model_kwargs: passed to every UNet call (``class_labels``, ``encoder_hidden_states``, ...).
         guidance: e.g. :class:`scoresde.ClassifierFreeGuidance` with cond/uncond kwargs.
 
@@ -126,8 +194,29 @@ def from_diffusers(
     variance channels ``ancestral`` uses; ``"learned"`` keeps the mean channels only.
     """
     config = _config(scheduler_or_config)
+    if is_flow_match(config):
+        n = int(config.get("num_train_timesteps", 1000))
+        # t_min: below the last sigma of any shift >= 0.01 (diffusers' grids end near shift/N)
+        flow = RectifiedFlow(t_min=0.01 / n)
+        den = Denoiser(DiffusersUNet(unet), flow, Parameterization.FLOW,
+                       time_input=ContinuousTime(scale=float(n)), model_kwargs=model_kwargs,
+                       guidance=guidance)  # fmt: skip
+        return flow, den
     sde = discrete_sde_from_config(config)
     parameterization = Parameterization.parse(config.get("prediction_type", "epsilon"))
+    if parameterization is Parameterization.FLOW:
+        raise ValueError(
+            "prediction_type='flow_prediction' means the rectified-flow path, which a beta "
+            "schedule does not give; expected a FlowMatch* scheduler or use_flow_sigmas=True, got "
+            f"beta_schedule={config.get('beta_schedule')!r}"
+        )
+    if sde.zero_terminal_snr and parameterization in (Parameterization.EPS, Parameterization.SCORE):
+        raise ValueError(
+            f"rescale_betas_zero_snr=True needs prediction_type 'v_prediction' or 'sample': at "
+            f"the zero-SNR start the input is pure noise and an epsilon prediction cannot give "
+            f"x0 (Lin et al. 2024 train v-prediction for this reason); got prediction_type="
+            f"{config.get('prediction_type', 'epsilon')!r}"
+        )
     variance_type = config.get("variance_type")
     net = DiffusersUNet(unet, learned_variance=variance_type == "learned")
     den = Denoiser(net, sde, parameterization, time_input=TrainIndex(),

@@ -113,6 +113,13 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                     "dynamic_thresholding_ratio": dynamic_thresholding_ratio,
                     "sample_max_value": sample_max_value}  # fmt: skip
         self.sde = discrete_sde_from_config(schedule)
+        if self.sde.zero_terminal_snr:
+            # the driver's lambda -> -inf first step (scoresde.sample) has no stepwise form yet
+            raise ValueError(
+                "ScoresdeScheduler does not run zero-terminal-SNR schedules "
+                "(rescale_betas_zero_snr=True) yet; sample them with scoresde.sample on "
+                "from_diffusers(unet, config), which starts at alpha(T) = 0 exactly"
+            )
         self.parameterization = Parameterization.parse(prediction_type)
         self.sampler = _as_sampler(sampler, sampler_options)
         if self.sampler.nfe_per_step is None:
@@ -158,7 +165,7 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         ``sampler`` or ``grid`` is given; without either, the sampler is ``dpm_solver_pp_2m``.
         """
         config = dict(getattr(config, "config", config) or {})
-        discrete_sde_from_config(config)  # refuse zero-terminal-SNR schedules by name
+        discrete_sde_from_config(config)  # a schedule it cannot read is refused by name
         init = {k: config[k] for k in SCHEDULE_KEYS if k in config}
         if "sampler" in config and sampler is None:
             init["sampler"] = config["sampler"]

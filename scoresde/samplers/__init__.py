@@ -30,6 +30,7 @@ from .base import (
     SampleResult,
     StepInfo,
     option_from_config,
+    zero_snr_first_step,
 )
 from .dpm_solver_multistep import (
     DDIM,
@@ -64,6 +65,7 @@ __all__ = [
     "SampleResult",
     "StepInfo",
     "GridSchedule",
+    "zero_snr_first_step",
     "PFEuler",
     "PFHeun",
     "PFRK4",
@@ -238,10 +240,31 @@ def sample(
     denoiser.reset_nfe()
     start = time.perf_counter()
     with torch.inference_mode():
-        x, trajectory, stats = sampler.run(
-            denoiser, sde, ts, x, noise=noise, callback=callback, progress=progress,
-            save_trajectory=save_trajectory,
-        )  # fmt: skip
+        # alpha = 0 at the first time (zero terminal SNR, rectified flow): samplers whose step
+        # is not finite there start with the lambda -> -inf limit of a first-order step
+        first = None
+        if not sampler.zero_snr_start and float(sde.alpha(ts[0])) == 0.0:
+            first = zero_snr_first_step(sampler, denoiser, sde, ts, x, noise)
+            if callback is not None:
+                callback(StepInfo(0, float(ts[0]), float(ts[1]), first, denoiser.last.x0))
+        if first is None:
+            x, trajectory, stats = sampler.run(
+                denoiser, sde, ts, x, noise=noise, callback=callback, progress=progress,
+                save_trajectory=save_trajectory,
+            )  # fmt: skip
+        elif ts.numel() == 2:
+            x, trajectory, stats = first, torch.stack([x, first]) if save_trajectory else None, {}
+        else:
+            x_T = x
+            x, trajectory, stats = sampler.run(
+                denoiser, sde, ts[1:], first, noise=noise, progress=progress,
+                save_trajectory=save_trajectory,
+                callback=None if callback is None else _shifted(callback),
+            )  # fmt: skip
+            if trajectory is not None:
+                trajectory = torch.cat([x_T[None], trajectory])
+        if first is not None:
+            stats = {"zero_snr_start": "ancestral" if sampler.stochastic else "ddim", **stats}
         if denoise_final:
             x = denoiser.predict(x, ts[-1].to(x.device)).x0
             if not bool(torch.isfinite(x).all()):
@@ -268,6 +291,15 @@ def _check_memory(name: str, n_steps: int, bytes_per_step: int, what: str) -> No
             f"({bytes_per_step} bytes per step), more than this machine's "
             f"{ram / 2**30:.3g} GiB of memory; use fewer steps"
         )
+
+
+def _shifted(callback):
+    """The callback of a run that starts at step 1 (after the zero-terminal-SNR first step)."""
+
+    def shifted(info: StepInfo) -> None:
+        callback(StepInfo(info.i + 1, info.t, info.t_next, info.x, info.x0))
+
+    return shifted
 
 
 def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:

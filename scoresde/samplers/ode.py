@@ -4,27 +4,40 @@ r"""Fixed-step solvers of the probability-flow ODE (Song et al. 2021, eq. 13).
           = f(t)\,x + \frac{g(t)^2}{2\sigma_t}\,\hat\epsilon(x, t),
 
 integrated from ``T`` down to ``t_min`` in the variable ``t`` by classical Runge–Kutta methods.
-Every stage evaluates ``F(x, t) = f(t) x + c(t) eps(x, t)`` with ``c = g^2 / (2 sigma)``; ``f`` and
-``c`` are tabulated in float64 at every stage time of the grid in ``init``.
+Every stage evaluates the right-hand side in velocity form,
+``F(x, t) = alpha'(t) x0(x, t) + sigma'(t) eps(x, t)`` (equal to ``f x + g^2/(2 sigma) eps``,
+since ``f = alpha'/alpha`` and ``g^2 = 2 sigma sigma' - 2 f sigma^2``), with ``alpha'`` and
+``sigma'`` tabulated in float64 at every stage time of the grid in ``init``. The velocity form stays
+finite where ``alpha = 0`` (``f`` is infinite there), so these solvers start exactly at ``T`` of a
+rectified flow or a zero-terminal-SNR schedule, as flow-matching samplers do.
 """
 
 from __future__ import annotations
 
-from .base import AffineStep, GridSchedule, Sampler
+import torch
+
+from .base import GridSchedule, Sampler
 
 __all__ = ["PFEuler", "PFHeun", "PFRK4", "EDMHeun"]
 
 
 def _drift_coefficients(sde, t):
-    """``(f(t), g(t)^2 / (2 sigma(t)))``: the PF-ODE is ``dx/dt = f x + c eps``."""
-    s = GridSchedule.of(sde, t)
-    return s.f, s.g2 / (2.0 * s.sigma)
+    """``(alpha'(t), sigma'(t))``: the PF-ODE is ``dx/dt = alpha' x0 + sigma' eps``."""
+    t = t.to("cpu", torch.float64)
+    return sde.d_alpha(t), sde.d_sigma(t)
 
 
-class PFEuler(AffineStep):
+def _velocity(denoiser, x, t, d_alpha, d_sigma):
+    pred = denoiser.predict(x, t)
+    return d_alpha * pred.x0 + d_sigma * pred.eps
+
+
+class PFEuler(Sampler):
     r"""Euler's method on the probability-flow ODE.
 
-    ``x_{i+1} = (1 + h f_i) x_i + h g2_i / (2 sigma_i) eps(x_i, t_i)``, ``h = t_{i+1} - t_i < 0``.
+    ``x_{i+1} = x_i + h (alpha'_i x0(x_i, t_i) + sigma'_i eps(x_i, t_i))``,
+    ``h = t_{i+1} - t_i < 0``. On :class:`~scoresde.sde.RectifiedFlow` this is the flow-matching
+    Euler step ``x_{i+1} = x_i + h u(x_i, t_i)`` (diffusers' ``FlowMatchEulerDiscreteScheduler``).
 
     **Order** 1. **NFE per step** 1. **Stochastic** no.
     **Reference** Song et al. 2021, eq. 13 discretised by forward Euler.
@@ -35,20 +48,31 @@ class PFEuler(AffineStep):
     stochastic = False
     nfe_per_step = 1
     reference = "song2021sde"
+    zero_snr_start = True
 
-    def coefficients(self, s):
-        h = s.t[1:] - s.t[:-1]
-        return 1.0 + h * s.f[:-1], h * s.g2[:-1] / (2.0 * s.sigma[:-1]), None
+    def init(self, denoiser, sde, ts, x):
+        d_alpha, d_sigma = _drift_coefficients(sde, ts)
+        cast = GridSchedule.cast
+        t = ts.to(x.device, dtype=ts.dtype)  # times stay float64: they feed the schedule
+        return t, cast(ts[1:] - ts[:-1], x), cast(d_alpha, x), cast(d_sigma, x)
+
+    def step(self, denoiser, sde, ts, i, x, state, noise):
+        t, h, d_alpha, d_sigma = state
+        return x + h[i] * _velocity(denoiser, x, t[i], d_alpha[i], d_sigma[i]), state
 
 
 class PFHeun(Sampler):
     r"""Heun's method (explicit trapezoidal rule) on the probability-flow ODE.
 
-    With ``F(x, t) = f(t) x + g(t)^2 / (2 sigma_t) eps(x, t)`` and ``h = t_{i+1} - t_i < 0``::
+    With ``F(x, t) = alpha'(t) x0(x, t) + sigma'(t) eps(x, t)`` and ``h = t_{i+1} - t_i < 0``::
 
         k1 = F(x_i, t_i)
         k2 = F(x_i + h k1, t_{i+1})
         x_{i+1} = x_i + h/2 (k1 + k2)
+
+    On :class:`~scoresde.sde.RectifiedFlow`, ``F`` is the model's velocity and this is diffusers'
+    ``FlowMatchHeunDiscreteScheduler`` (whose last step to ``sigma = 0`` is
+    ``denoise_final=True`` here).
 
     The correction is applied on every step, including the last: the grid ends at
     ``t_min > 0`` where the model is defined, unlike EDM's final step to ``sigma = 0`` (which EDM
@@ -63,26 +87,27 @@ class PFHeun(Sampler):
     stochastic = False
     nfe_per_step = 2
     reference = "karras2022edm"
+    zero_snr_start = True
 
     def init(self, denoiser, sde, ts, x):
-        f, c = _drift_coefficients(sde, ts)
+        a, b = _drift_coefficients(sde, ts)
         t = ts.to(x.device, dtype=ts.dtype)  # times stay float64: they feed the schedule
         h = ts[1:] - ts[:-1]
         cast = GridSchedule.cast
-        return t, cast(h, x), cast(f, x), cast(c, x)
+        return t, cast(h, x), cast(a, x), cast(b, x)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, h, f, c = state
-        k1 = f[i] * x + c[i] * denoiser.predict(x, t[i]).eps
+        t, h, a, b = state
+        k1 = _velocity(denoiser, x, t[i], a[i], b[i])
         x_euler = x + h[i] * k1
-        k2 = f[i + 1] * x_euler + c[i + 1] * denoiser.predict(x_euler, t[i + 1]).eps
+        k2 = _velocity(denoiser, x_euler, t[i + 1], a[i + 1], b[i + 1])
         return x + 0.5 * h[i] * (k1 + k2), state
 
 
 class PFRK4(Sampler):
     r"""The classical fourth-order Runge–Kutta method on the probability-flow ODE.
 
-    With ``F(x, t) = f(t) x + g(t)^2 / (2 sigma_t) eps(x, t)``, ``h = t_{i+1} - t_i < 0`` and
+    With ``F(x, t) = alpha'(t) x0(x, t) + sigma'(t) eps(x, t)``, ``h = t_{i+1} - t_i < 0`` and
     ``m = t_i + h/2``::
 
         k1 = F(x_i, t_i)
@@ -101,27 +126,28 @@ class PFRK4(Sampler):
     stochastic = False
     nfe_per_step = 4
     reference = "kutta1901"
+    zero_snr_start = True
 
     def init(self, denoiser, sde, ts, x):
         mid = 0.5 * (ts[1:] + ts[:-1])
-        f, c = _drift_coefficients(sde, ts)
-        f_mid, c_mid = _drift_coefficients(sde, mid)
+        a, b = _drift_coefficients(sde, ts)
+        a_mid, b_mid = _drift_coefficients(sde, mid)
         h = ts[1:] - ts[:-1]
         cast = GridSchedule.cast
         # times stay float64: they feed the schedule inside the Denoiser
         times = ts.to(x.device, dtype=ts.dtype), mid.to(x.device, dtype=mid.dtype)
-        return (*times, cast(h, x), cast(f, x), cast(c, x), cast(f_mid, x), cast(c_mid, x))
+        return (*times, cast(h, x), cast(a, x), cast(b, x), cast(a_mid, x), cast(b_mid, x))
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
-        t, mid, h, f, c, f_mid, c_mid = state
+        t, mid, h, a, b, a_mid, b_mid = state
         half = 0.5 * h[i]
-        k1 = f[i] * x + c[i] * denoiser.predict(x, t[i]).eps
+        k1 = _velocity(denoiser, x, t[i], a[i], b[i])
         u = x + half * k1
-        k2 = f_mid[i] * u + c_mid[i] * denoiser.predict(u, mid[i]).eps
+        k2 = _velocity(denoiser, u, mid[i], a_mid[i], b_mid[i])
         u = x + half * k2
-        k3 = f_mid[i] * u + c_mid[i] * denoiser.predict(u, mid[i]).eps
+        k3 = _velocity(denoiser, u, mid[i], a_mid[i], b_mid[i])
         u = x + h[i] * k3
-        k4 = f[i + 1] * u + c[i + 1] * denoiser.predict(u, t[i + 1]).eps
+        k4 = _velocity(denoiser, u, t[i + 1], a[i + 1], b[i + 1])
         return x + (h[i] / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4), state
 
 

@@ -340,3 +340,21 @@ def test_image_path_error_measures_against_a_converged_reference():
     for key in ("ddim", "dpm_solver_pp_3m"):
         assert err[(key, 4)] > err[(key, 8)] > err[(key, 50)]  # converges to the reference
     assert all(0.0 <= r["clipped_fraction"] <= 1.0 for r in rows)
+
+
+def test_flow_error_benchmark_measures_against_the_reference(monkeypatch):
+    """The flow benchmark's budget rule counts the zero-SNR first step, and a short run writes
+    one row per sampler, grid and budget with the measured NFE within the budget."""
+    from benchmarks import flow_error
+
+    assert flow_error.nfe_of(S.get_sampler("pf_heun"), 3) == 6  # steps from alpha = 0 itself
+    assert flow_error.nfe_of(S.get_sampler("edm_heun"), 3) == 1 + 4  # limit step + 2 steps
+    assert flow_error.steps_for(S.get_sampler("pf_rk4"), 5) == 1
+    monkeypatch.setattr(flow_error, "SAMPLES", {"gmm2d": 8})
+    rows = flow_error.run([5], seed=0, log=lambda _: None)
+    keys = flow_error.deterministic_keys()
+    assert {(r["grid"], r["sampler"]) for r in rows} == {
+        (g, k) for g in flow_error.GRIDS for k in keys
+    }
+    assert all(r["nfe"] <= 5 and 0 < r["median_error"] < 2 for r in rows)
+    assert "| plms |" in flow_error.summarize(rows, [5])

@@ -53,3 +53,34 @@ def test_explicit_grid_round_trips_through_a_file(tmp_path):
 def test_explicit_grid_rejects_a_wrong_n_steps():
     with pytest.raises(ValueError, match="n_steps must be None or 3"):
         S.Explicit([1.0, 0.5, 0.1, 0.001]).grid(S.VPSDE(), 5)
+
+
+FLOW_CASES = [
+    ({}, S.FlowMatchShift(), None),
+    ({"shift": 3.0}, S.FlowMatchShift(3.0), None),
+    ({"use_dynamic_shifting": True}, S.FlowMatchShift(mu=0.8), 0.8),
+    (
+        {"use_dynamic_shifting": True, "time_shift_type": "linear"},
+        S.FlowMatchShift(mu=1.5, time_shift_type="linear"),
+        1.5,
+    ),
+    ({"shift": 3.0, "shift_terminal": 0.05}, S.FlowMatchShift(3.0, shift_terminal=0.05), None),
+]
+
+
+@pytest.mark.parametrize("config, grid, mu", FLOW_CASES, ids=repr)
+@pytest.mark.parametrize("m", [2, 7, 28])
+def test_flow_match_shift_is_diffusers_flow_match_sigmas(config, grid, mu, m):
+    """The model sigmas of FlowMatchEulerDiscreteScheduler.set_timesteps(m, mu=mu), which diffusers
+    keeps in float32: agreement to float32 rounding (atol 1e-7)."""
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(**config)
+    sched.set_timesteps(m, mu=mu)
+    ts = grid.grid(S.RectifiedFlow(t_min=1e-5), m - 1)
+    assert ts.dtype == torch.float64 and float(ts[0]) == 1.0
+    torch.testing.assert_close(ts, sched.sigmas[:-1].double(), rtol=0, atol=1e-7)
+
+
+def test_flow_match_shift_refuses_a_schedule_it_does_not_fit():
+    with pytest.raises(ValueError, match=r"needs a flow schedule on \[t_min, 1\]"):
+        S.FlowMatchShift().grid(S.RectifiedFlow(t_min=0.01), 10)

@@ -1,8 +1,8 @@
-"""The DSM loss: one objective in four parameterizations, and unbiased under importance sampling.
+"""The DSM loss: one objective in five parameterizations, and unbiased under importance sampling.
 
 - With the ideal denoiser of an exact problem and the same ``(x0, t, eps)``, the ``"snr"`` (eps
-  MSE) and ``"likelihood"`` losses are the same number whatever the network outputs (eps, x0, v
-  or score): the weights convert each native error into the same eps / score error. An algebraic
+  MSE) and ``"likelihood"`` losses are the same number whatever the network outputs (eps, x0, v,
+  score or flow): the weights convert each native error into the same eps / score error. An algebraic
   identity, so the tolerance is float64 rounding (rtol 1e-9; ``x0 -> eps`` divides by ``sigma``
   down to 0.01, which costs two digits).
 - ``LambdaTimeSampler``'s density integrates to 1 on ``[t_min, T]`` for every SDE (trapezoid rule
@@ -39,7 +39,7 @@ def test_snr_and_likelihood_losses_do_not_depend_on_the_parameterization(sde_key
         p: dsm_loss(
             wrong.denoiser(sde, p), x0, weighting=weighting, t=t, noise=noise, reduce="none"
         )
-        for p in ("eps", "x0", "v", "score")
+        for p in ("eps", "x0", "v", "score", "flow")
     }
     assert losses["eps"].min() > 0
     for p, value in losses.items():

@@ -8,6 +8,11 @@
 - f and g^2 agree with the marginals: f = d log alpha/dt and g^2 = d sigma^2/dt - 2 f sigma^2
   (checked by autograd, which is exact for the closed forms; discrete VP by central differences
   inside a train interval, exact for its piecewise-linear log alpha).
+- alpha' and sigma' (``d_alpha``, ``d_sigma``, which the flow parameterization needs) match autograd
+  of alpha and sigma, and the velocity ``alpha' x0 + sigma' eps`` equals the probability-flow
+  drift ``f x + g^2/(2 sigma) eps`` (to float64 rounding amplified by |f| <= 1e3).
+- Rectified flow and zero-terminal-SNR schedules: alpha(T) = 0 exactly, lambda(T) = -inf,
+  inverse_lambda(-inf) = T, and alpha' stays finite at T.
 - A simulated forward SDE (Euler–Maruyama, fine grid, 20000 paths) from the marginal at t_a
   lands on the marginal at t_b: mean and std within 5 standard errors plus the scheme's O(h)
   bias bound.
@@ -32,7 +37,14 @@ def vp_family(draw_pair, cls):
 
 @st.composite
 def any_sde(draw):
-    kind = draw(st.sampled_from(["vp", "subvp", "ve", "ddpm_linear", "ddpm_cosine"]))
+    kinds = ["vp", "subvp", "ve", "ddpm_linear", "ddpm_cosine", "rf", "ddpm_zero_snr"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "rf":
+        return S.RectifiedFlow(t_min=draw(st.floats(1e-5, 1e-2)))
+    if kind == "ddpm_zero_snr":
+        return S.DiscreteVPSDE.scaled_linear(
+            draw(st.integers(10, 2000)), rescale_betas_zero_snr=True
+        )
     if kind == "vp":
         return S.VPSDE(*draw(beta_pairs))
     if kind == "subvp":
@@ -79,9 +91,12 @@ def test_log_snr_is_twice_lambda(sde):
     torch.testing.assert_close(sde.log_snr(t), 2 * sde.lambda_(t), rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("sde", [S.VPSDE(), S.SubVPSDE(), S.VESDE(), S.VPSDE(1.0, 1.0)], ids=repr)
+@pytest.mark.parametrize(
+    "sde", [S.VPSDE(), S.SubVPSDE(), S.VESDE(), S.VPSDE(1.0, 1.0), S.RectifiedFlow()], ids=repr
+)
 def test_drift_and_diffusion_are_consistent_with_the_marginals(sde):
-    t = times(sde, 33).requires_grad_(True)
+    t = torch.linspace(sde.t_min, sde.T - 1e-3 * sde.zero_terminal_snr, 33, dtype=torch.float64)
+    t = t.requires_grad_(True)
     log_alpha = sde.log_alpha(t)
     var = sde.sigma(t) ** 2
     (dlog_alpha,) = torch.autograd.grad(log_alpha.sum(), t)
@@ -104,6 +119,62 @@ def test_discrete_schedule_drift_matches_its_piecewise_linear_log_alpha(sde):
     # the schedule's own alphas_cumprod sit at the train steps
     torch.testing.assert_close(
         sde.alpha(sde.index_to_t(n)) ** 2, sde.alphas_cumprod[:-1], rtol=1e-12, atol=0
+    )
+
+
+FLOWS = [S.VPSDE(), S.SubVPSDE(), S.VESDE(), S.RectifiedFlow()]
+
+
+@pytest.mark.parametrize("sde", FLOWS, ids=repr)
+def test_alpha_and_sigma_derivatives_match_autograd(sde):
+    t = torch.linspace(sde.t_min, sde.T - 1e-3, 33, dtype=torch.float64).requires_grad_(True)
+    (d_alpha,) = torch.autograd.grad(sde.alpha(t).sum(), t)
+    (d_sigma,) = torch.autograd.grad(sde.sigma(t).sum(), t)
+    t = t.detach()
+    torch.testing.assert_close(sde.d_alpha(t), d_alpha, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sde.d_sigma(t), d_sigma, rtol=1e-10, atol=1e-12)
+
+
+ZERO_SNR = S.DiscreteVPSDE.scaled_linear(rescale_betas_zero_snr=True)
+
+
+@pytest.mark.parametrize("sde", [*FLOWS, S.DiscreteVPSDE.linear(100), ZERO_SNR], ids=repr)
+def test_velocity_is_the_probability_flow_drift(sde):
+    t = torch.linspace(sde.t_min, sde.T - 2e-3, 17, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(17, 3, generator=gen, dtype=torch.float64)
+    eps = torch.randn(17, 3, generator=gen, dtype=torch.float64)
+    a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
+    x = a * x0 + s * eps
+    drift = sde.f(t)[:, None] * x + (sde.g2(t) / (2 * sde.sigma(t)))[:, None] * eps
+    torch.testing.assert_close(sde.velocity(x0, eps, t), drift, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sde", [S.RectifiedFlow(), ZERO_SNR], ids=repr)
+def test_zero_terminal_snr_endpoint_is_exact(sde):
+    T = torch.tensor(sde.T, dtype=torch.float64)
+    assert sde.zero_terminal_snr
+    assert float(sde.alpha(T)) == 0.0 and float(sde.sigma(T)) == 1.0
+    assert float(sde.lambda_(T)) == -math.inf
+    assert float(sde.inverse_lambda(torch.tensor(-math.inf, dtype=torch.float64))) == 1.0
+    assert math.isfinite(float(sde.d_alpha(T))) and float(sde.d_alpha(T)) < 0
+    assert math.isfinite(float(sde.d_sigma(T)))
+    assert not S.VPSDE().zero_terminal_snr and not S.DiscreteVPSDE.linear().zero_terminal_snr
+
+
+def test_zero_snr_rescale_matches_lin_et_al_and_diffusers():
+    """Lin et al. 2024, Alg. 1 as diffusers implements it (its function run on float64 betas:
+    the same arithmetic, so agreement to float64 rounding, amplified by 1/beta <= 1e4)."""
+    ddpm = pytest.importorskip("diffusers.schedulers.scheduling_ddim")
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    ref = ddpm.rescale_zero_terminal_snr(betas.clone())
+    sde = S.DiscreteVPSDE(betas, rescale_betas_zero_snr=True)
+    torch.testing.assert_close(sde.betas, ref, rtol=1e-11, atol=1e-14)
+    assert float(sde.betas[-1]) == 1.0
+    torch.testing.assert_close(sde.alphas_cumprod[0], 1 - betas[0], rtol=1e-12, atol=0)
+    n = torch.arange(0, 999, dtype=torch.float64)
+    torch.testing.assert_close(
+        sde.alpha(sde.index_to_t(n)) ** 2, sde.alphas_cumprod[:-1], rtol=1e-10, atol=1e-300
     )
 
 

@@ -76,8 +76,10 @@ def test_learned_variance_models_split_mean_and_variance_channels(variance_type)
 
 def test_wrong_configs_name_what_is_wrong():
     unet = tiny_unet()
-    with pytest.raises(ValueError, match="parameterization must be one of .*got 'flow'"):
-        from_diffusers(unet, {"beta_schedule": "linear", "prediction_type": "flow"})
+    with pytest.raises(ValueError, match="parameterization must be one of .*got 'mu'"):
+        from_diffusers(unet, {"beta_schedule": "linear", "prediction_type": "mu"})
+    with pytest.raises(ValueError, match="flow_prediction' means the rectified-flow path"):
+        from_diffusers(unet, {"beta_schedule": "linear", "prediction_type": "flow_prediction"})
     with pytest.raises(ValueError, match="beta_schedule must be one of .*got 'sigmoid'"):
         from_diffusers(unet, {"beta_schedule": "sigmoid"})
     with pytest.raises(ValueError, match="neither trained_betas nor beta_schedule"):

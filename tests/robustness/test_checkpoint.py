@@ -206,3 +206,15 @@ def test_resume_cleans_temp_files_and_logs_each_step_once(tmp_path):
     assert not stale.exists()
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8, 10, 12]
+@pytest.mark.parametrize(
+    "sde",
+    [S.RectifiedFlow(t_min=1e-4), S.DiscreteVPSDE.linear(rescale_betas_zero_snr=True)],
+    ids=repr,
+)
+def test_zero_terminal_snr_schedules_round_trip_through_a_checkpoint_record(sde):
+    from scoresde.checkpoint import sde_from_dict, sde_to_dict
+
+    back = sde_from_dict(sde_to_dict(sde))
+    assert type(back) is type(sde) and back.zero_terminal_snr and back.t_min == sde.t_min
+    t = torch.linspace(sde.t_min, 1.0, 9, dtype=torch.float64)
+    torch.testing.assert_close(back.alpha(t), sde.alpha(t), rtol=0, atol=0)

@@ -23,7 +23,7 @@ CASES = [
     ("zero sigma_min", lambda: S.VESDE(0.0, 1.0), r"sigma_min must be .*\(0.0, inf\].*got 0.0"),
     ("t_min zero", lambda: S.VPSDE(t_min=0.0), r"t_min must be .*got 0.0"),
     ("t_min above T", lambda: S.VPSDE(t_min=2.0), r"t_min must be .*\(0.0, 1.0\).*got 2.0"),
-    ("beta >= 1", lambda: S.DiscreteVPSDE([0.1, 1.5]), r"betas must all lie in the open interval \(0, 1\); found 1.5"),
+    ("beta >= 1", lambda: S.DiscreteVPSDE([0.1, 1.5]), r"betas must all lie in the open interval \(0, 1\), the last one in \(0, 1\]; found 1.5"),
     ("too few betas", lambda: S.DiscreteVPSDE([0.1]), r"betas must hold at least 2 values; got 1"),
     ("n = 1", lambda: S.DiscreteVPSDE.linear(n=1), r"n must be an int >= 2; got 1"),
     ("non-monotone grid", lambda: S.Explicit([1.0, 0.2, 0.5, 0.01]), r"ts must be strictly decreasing.*ts\[1\]=0.2 is followed by ts\[2\]=0.5"),
@@ -44,6 +44,13 @@ CASES = [
     ("negative seed", lambda: S.BrownianNoise(seed=-1), r"seed must be an int >= 0; got -1"),
     ("non-positive mixture std", lambda: S.GaussianMixture(torch.zeros(2, 2), stds=[0.5, -1.0]), r"stds must be a positive float or a \(2,\) tensor"),
     ("coefficient batch mismatch", lambda: expand_to(torch.ones(3), torch.ones(2, 4)), r"coefficient of shape \(3,\) does not match the batch of x with shape \(2, 4\)"),
+    ("eps model on zero SNR", lambda: S.Denoiser(lambda x, t: x, S.DiscreteVPSDE.linear(rescale_betas_zero_snr=True), "eps"), r"parameterization='eps' is undefined on a zero-terminal-SNR schedule .*alpha\(T\) = 0.*expected a 'x0', 'v' or 'flow'"),
+    ("score model on rectified flow", lambda: S.Denoiser(lambda x, t: x, S.RectifiedFlow(), "score"), r"parameterization='score' is undefined on a zero-terminal-SNR schedule \(RectifiedFlow"),
+    ("unknown flow shift mode", lambda: S.FlowMatchShift(mu=0.5, time_shift_type="cubic"), r"time_shift_type must be one of \['exponential', 'linear'\]; got 'cubic'"),
+    ("non-positive flow shift", lambda: S.FlowMatchShift(shift=0.0), r"shift must be .*got 0.0"),
+    ("rectified flow t_min", lambda: S.RectifiedFlow(t_min=1.0), r"t_min must be .*\(0.0, 1.0\).*got 1.0"),
+    ("lambda grid from alpha = 0", lambda: S.UniformLambda().grid(S.RectifiedFlow(), 4), r"UniformLambda\(\) spaces times in lambda .*-inf at t_start=1.0.*expected t_start < T"),
+    ("non-bool zero-SNR flag", lambda: S.DiscreteVPSDE.linear(rescale_betas_zero_snr="yes"), r"rescale_betas_zero_snr must be a bool; got 'yes'"),
 ]  # fmt: skip
 
 

@@ -314,6 +314,8 @@ class FlowMatchShift(TimeGrid):
         shift_terminal: final sigma of the stretched schedule, in ``(0, 1)``, or ``None``.
     """
 
+    name = "flow_match_shift"
+
     TIME_SHIFT_TYPES = ("exponential", "linear")
 
     def __init__(
@@ -340,6 +342,10 @@ class FlowMatchShift(TimeGrid):
         self.shift_terminal = None if shift_terminal is None else check_real(
             "shift_terminal", shift_terminal, low=0.0, high=1.0, low_open=True, high_open=True
         )  # fmt: skip
+
+    def options(self) -> dict:
+        # its grid is diffusers' own from T to t_min: no t_start / t_end option
+        return {k: v for k, v in vars(self).items() if k not in ("t_start", "t_end")}
 
     def _static(self, s: Tensor) -> Tensor:
         return self.shift * s / (1.0 + (self.shift - 1.0) * s)
@@ -538,7 +544,15 @@ class Optimized(TimeGrid):
 
 GRIDS: dict[str, type[TimeGrid]] = {
     cls.name: cls
-    for cls in (UniformTime, UniformLambda, Karras, Quadratic, Explicit, DiscreteSpacing)
+    for cls in (
+        UniformTime,
+        UniformLambda,
+        Karras,
+        Quadratic,
+        Explicit,
+        DiscreteSpacing,
+        FlowMatchShift,
+    )
 }
 
 

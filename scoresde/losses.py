@@ -1,4 +1,5 @@
-r"""Denoising score matching (Vincent 2011; Song et al. 2021), in any parameterization.
+r"""Denoising score matching (Vincent 2011; Song et al. 2021), in any parameterization, and
+sliced score matching (Song et al. 2019, :func:`ssm_loss`).
 
 For data ``x0``, a time ``t ~ p(t)`` on ``[t_min, T]`` and ``eps ~ N(0, I)``, the network sees
 ``x_t = alpha_t x0 + sigma_t eps`` and regresses its *native* output ``F`` against the matching

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt_io
 from .data import images_to_float
 from .denoiser import Denoiser
-from .losses import WEIGHTINGS, TimeSampler, dsm_loss
+from .losses import WEIGHTINGS, TimeSampler, dsm_loss, ssm_loss
 from .utils import check_int, check_real
 
 __all__ = ["TrainConfig", "TrainResult", "train", "CHECKPOINT_NAME", "EMA_NAME"]
@@ -61,6 +61,10 @@ class TrainConfig:
         grad_clip: maximum global gradient norm (``None``: no clipping).
         ema_decay: EMA decay; the effective decay ``min(ema_decay, (1 + n) / (10 + n))`` warms up
             so that early averages are not dominated by the random initialisation.
+        loss: ``"dsm"`` (denoising score matching, :func:`~scoresde.losses.dsm_loss`) or
+            ``"ssm"`` (sliced score matching, :func:`~scoresde.losses.ssm_loss`, with
+            variance reduction and one projection; its ``"sigma2"`` weighting replaces
+            ``weighting``, and it cannot train a class-conditional network).
         weighting: ``"none" | "snr" | "likelihood"`` (see :mod:`scoresde.losses`).
         t_sampler: ``"uniform"`` or ``"lambda"`` (importance sampling of t).
         label_dropout: probability of training a labelled example as unconditional (its label
@@ -81,6 +85,7 @@ class TrainConfig:
     warmup: int = 100
     grad_clip: float | None = 1.0
     ema_decay: float = 0.999
+    loss: str = "dsm"
     weighting: str = "none"
     t_sampler: str = "uniform"
     label_dropout: float = 0.0
@@ -98,6 +103,8 @@ class TrainConfig:
         if self.grad_clip is not None:
             check_real("grad_clip", self.grad_clip, low=0.0, low_open=True)
         check_real("ema_decay", self.ema_decay, low=0.0, high=1.0, high_open=True)
+        if self.loss not in ("dsm", "ssm"):
+            raise ValueError(f"loss must be 'dsm' or 'ssm'; got {self.loss!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {self.weighting!r}")
         TimeSampler.parse(self.t_sampler)
@@ -322,6 +329,8 @@ def train(
             "(num_classes set); got "
             + ("no labels" if labels is None else "a network without num_classes")
         )
+    if config.loss == "ssm" and labels is not None:
+        raise ValueError("loss='ssm' trains unconditional networks only; got labels")
     rank, world = _world()
     if config.batch_size % world:
         raise ValueError(
@@ -436,22 +445,34 @@ def train(
             x0 = images_to_float(x0) if x0.dtype == torch.uint8 else x0
             t = t_sampler.sample(denoiser.sde, config.batch_size, generator=gen)
             noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+            # SSM's projection, drawn for the global batch like t and eps (DDP sees the same)
+            v = (
+                torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+                if config.loss == "ssm"
+                else None
+            )
             y = None if labels is None else labels[idx]
             if y is not None and config.label_dropout > 0:
                 drop = torch.rand(y.shape, generator=gen) < config.label_dropout
                 y = torch.where(drop, num_classes, y)
             y = None if y is None else y[local].to(device)
             x0, t, noise = x0[local].to(device), t[local], noise[local].to(device)
+            v = None if v is None else v[local].to(device)
             t1 = time.perf_counter()
-            loss = dsm_loss(
-                train_denoiser,
-                x0,
-                weighting=config.weighting,
-                t_sampler=t_sampler,
-                t=t,
-                noise=noise,
-                class_labels=y,
-            )
+            if config.loss == "dsm":
+                loss = dsm_loss(
+                    train_denoiser,
+                    x0,
+                    weighting=config.weighting,
+                    t_sampler=t_sampler,
+                    t=t,
+                    noise=noise,
+                    class_labels=y,
+                )
+            else:
+                loss = ssm_loss(
+                    train_denoiser, x0, t_sampler=t_sampler, t=t, noise=noise, projections=v[None]
+                )
             t2 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

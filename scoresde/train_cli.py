@@ -89,6 +89,12 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
     p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument(
+        "--loss",
+        default="dsm",
+        choices=("dsm", "ssm"),
+        help="denoising or sliced score matching (ssm: unconditional, sigma^2 weighting)",
+    )
     p.add_argument("--weighting", default="none", choices=WEIGHTINGS)
     p.add_argument("--t-sampler", default="uniform", choices=("uniform", "lambda"))
     p.add_argument("--seed", type=int, default=0)
@@ -255,6 +261,7 @@ def run_train(args) -> int:
             weighting=args.weighting,
             t_sampler=args.t_sampler,
             label_dropout=args.label_dropout,
+            loss=args.loss,
             seed=args.seed,
             ckpt_every=args.ckpt_every,
             log_every=args.log_every,

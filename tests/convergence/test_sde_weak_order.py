@@ -282,7 +282,6 @@ def test_sliced_wasserstein_to_exact_samples_falls_with_n_steps(key, gmm_problem
     assert dist[coarse] - dist[64] > 3 * floor, f"{key}: SW {dist} (estimator floor {floor:.4f})"
 
 
-
 @pytest.mark.parametrize("key", [k for k in step_based_stochastic() if k not in OWN_TEST])
 def test_weak_bias_on_rectified_flow_from_pure_noise_falls_at_least_at_the_declared_order(key):
     """The reverse SDE of rectified flow (f = -1/(1 - t), g^2 = 2t/(1 - t)) started at T = 1, where

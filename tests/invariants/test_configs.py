@@ -98,6 +98,10 @@ def grids(draw):
         kind = draw(st.sampled_from(S.DiscreteSpacing.KINDS))
         return S.DiscreteSpacing(kind, steps_offset=draw(st.integers(0, 1)),
                                  final=draw(st.sampled_from(["t_min", "zero"])))  # fmt: skip
+    if name == "flow_match_shift":
+        mu = draw(st.sampled_from([None, 0.8]))
+        return S.FlowMatchShift(draw(st.floats(0.5, 4.0)), mu=mu,
+                                time_shift_type=draw(st.sampled_from(["exponential", "linear"])))  # fmt: skip
     endpoints = draw(st.sampled_from([{}, {"t_start": t_start, "t_end": t_end}]))
     if name == "karras":
         return S.Karras(draw(st.floats(1.0, 9.0)), **endpoints)
@@ -109,7 +113,11 @@ def test_grid_config_round_trips_to_the_same_times(grid):
     config = _json(grid.to_config())
     rebuilt = S.grid_from_config(config)
     assert type(rebuilt) is type(grid) and rebuilt.to_config() == grid.to_config()
-    sde = S.DiscreteVPSDE.linear() if isinstance(grid, S.DiscreteSpacing) else S.VPSDE()
+    sde = (
+        S.DiscreteVPSDE.linear() if isinstance(grid, S.DiscreteSpacing)
+        else S.RectifiedFlow(t_min=1e-5) if isinstance(grid, S.FlowMatchShift)
+        else S.VPSDE()
+    )  # fmt: skip
     n = None if isinstance(grid, S.Explicit) else 6
     assert torch.equal(rebuilt.grid(sde, n), grid.grid(sde, n))
 

@@ -206,6 +206,8 @@ def test_resume_cleans_temp_files_and_logs_each_step_once(tmp_path):
     assert not stale.exists()
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8, 10, 12]
+
+
 @pytest.mark.parametrize(
     "sde",
     [S.RectifiedFlow(t_min=1e-4), S.DiscreteVPSDE.linear(rescale_betas_zero_snr=True)],

@@ -7,11 +7,12 @@
   the exact score of another mixture. The Fisher divergences are computed from the exact score of
   ``p_t``; the SSM objectives only see samples. Each is a mean over the same 20 000 draws, so the
   paired per-sample residual ``(J_a - J_b) - (F_a - F_b)`` has mean 0 and the test allows 5 of
-  its standard errors. Checked with and without variance reduction, at three noise levels.
-* **It trains**: a small MLP trained by SSM on the ring mixture learns the score. Its error
-  ``E sigma^2 ||s - s*||^2 / 2`` (uniform ``t``) must fall below a tenth of the untrained
-  network's, and stay within 6x the error DSM reaches with the same steps (measured, 2 seeds,
-  1500 steps: DSM 0.018, SSM 0.063 and 0.14; the gap is SSM's variance, ``docs/training.md``).
+  its standard errors. Checked with and without variance reduction, at t = 0.02, 0.1 and 0.3.
+* **It trains**: a small MLP (width 32, 300 steps of batch 128) trained by SSM on the ring
+  mixture learns the score. Its error ``E sigma^2 ||s - s*||^2 / 2`` (uniform ``t``) must fall
+  below a quarter of the untrained network's and within 4x the error DSM reaches with the same
+  steps (measured: untrained 0.73, SSM 0.082, DSM 0.040; the gap is SSM's variance, see
+  ``docs/training.md``).
 """
 
 import math
@@ -25,11 +26,11 @@ from scoresde.models import ScoreMLP
 
 SDE = S.VPSDE()
 DATA = S.ring_mixture()
-OTHER = S.ring_mixture(std=0.5, radius=1.5)
+OTHER = S.ring_mixture(std=0.6, radius=1.2)
 
 
 @pytest.mark.parametrize("variance_reduction", [True, False], ids=["vr", "plain"])
-@pytest.mark.parametrize("t0", [0.05, 0.3, 0.8])
+@pytest.mark.parametrize("t0", [0.02, 0.1, 0.3])
 def test_ssm_differences_equal_fisher_divergence_differences(t0, variance_reduction, float64):
     n = 20_000
     g = torch.Generator().manual_seed(0)
@@ -52,7 +53,7 @@ def test_ssm_differences_equal_fisher_divergence_differences(t0, variance_reduct
         f"SSM difference {float((j_a - j_b).mean()):.5f} vs Fisher {float((f_a - f_b).mean()):.5f}"
         f" (SE {se:.2g})"
     )
-    assert float((f_a - f_b).mean()) < -10 * se  # the two models are told apart
+    assert float((f_a - f_b).mean()) < -5 * se  # the two models are told apart
 
 
 def score_error(den, n=4000):
@@ -67,14 +68,14 @@ def score_error(den, n=4000):
     )
 
 
-def trained(loss, steps=600):
+def trained(loss, steps=300):
     torch.manual_seed(0)
-    den = S.Denoiser(ScoreMLP(2, width=64, depth=3), SDE, "eps", time_input="log_sigma")
+    den = S.Denoiser(ScoreMLP(2, width=32, depth=2), SDE, "eps", time_input="log_sigma")
     untrained = score_error(den)
     opt = torch.optim.Adam(den.net.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        value = loss(den, DATA.sample(256, generator=g).float(), generator=g)
+        value = loss(den, DATA.sample(128, generator=g).float(), generator=g)
         opt.zero_grad()
         value.backward()
         opt.step()
@@ -84,8 +85,8 @@ def trained(loss, steps=600):
 def test_an_mlp_trained_by_ssm_learns_the_score():
     untrained, ssm = trained(ssm_loss)
     _, dsm = trained(dsm_loss)
-    assert ssm < 0.1 * untrained, f"SSM error {ssm:.4f}, untrained {untrained:.4f}"
-    assert ssm < 6 * dsm, f"SSM error {ssm:.4f} vs DSM {dsm:.4f}"
+    assert ssm < 0.25 * untrained, f"SSM error {ssm:.4f}, untrained {untrained:.4f}"
+    assert ssm < 4 * dsm, f"SSM error {ssm:.4f} vs DSM {dsm:.4f}"
 
 
 @pytest.mark.parametrize(

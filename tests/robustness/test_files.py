@@ -3,7 +3,6 @@ what is wrong with it (never torch's ``weights_only`` advice, a bare ``EOFError`
 or a zlib error from deep inside the reader)."""
 
 import gzip
-import os
 
 import numpy as np
 import pytest
@@ -21,6 +20,10 @@ CKPT = {
     "model_config": {},
     "ema": {},
 }
+
+
+def random_bytes(n: int) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
 def write(path, data: bytes):
@@ -43,7 +46,7 @@ def saved(tmp_path):
             r"not a readable scoresde checkpoint \(empty, truncated",
         ),
         (lambda raw: b"", r"not a readable scoresde checkpoint .*EOFError"),
-        (lambda raw: os.urandom(4000), r"not a readable scoresde checkpoint"),
+        (lambda raw: random_bytes(4000), r"not a readable scoresde checkpoint"),
     ],
     ids=["truncated", "empty", "random-bytes"],
 )
@@ -92,7 +95,7 @@ def test_a_damaged_gzip_idx_file_is_named(tmp_path, damage):
 
 @pytest.mark.parametrize(
     "content",
-    [lambda p: write(p, os.urandom(500)), lambda p: torch.save({"a": 1}, p)],
+    [lambda p: write(p, random_bytes(500)), lambda p: torch.save({"a": 1}, p)],
     ids=["random-bytes", "torch-save-not-torchscript"],
 )
 def test_a_file_that_is_not_torchscript_is_refused_as_inception(tmp_path, content):
@@ -102,6 +105,6 @@ def test_a_file_that_is_not_torchscript_is_refused_as_inception(tmp_path, conten
 
 
 def test_a_corrupt_statistics_file_is_named(tmp_path):
-    path = write(tmp_path / "stats.npz", os.urandom(300))
+    path = write(tmp_path / "stats.npz", random_bytes(300))
     with pytest.raises(ValueError, match=r"stats.npz' is not a readable .npz of FeatureStats"):
         FeatureStats.load(path)

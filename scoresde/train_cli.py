@@ -109,7 +109,10 @@ def add_train_parsers(subparsers) -> None:
         help="network evaluations; must be a count the sampler can spend exactly",
     )
     p.add_argument(
-        "--grid", default="uniform_time", choices=("uniform_time", "uniform_lambda", "karras")
+        "--grid",
+        default=None,
+        choices=("uniform_time", "uniform_lambda", "karras"),
+        help="time grid (default: the sampler's default_grid)",
     )
     p.add_argument(
         "--denoise-final",
@@ -263,9 +266,11 @@ def run_train(args) -> int:
     return 0
 
 
-def _grid(name: str):
+def _grid(name: str | None, sampler):
     from .grids import Karras, UniformLambda, UniformTime
 
+    if name is None:
+        return sampler.default_grid
     return {"uniform_time": UniformTime, "uniform_lambda": UniformLambda, "karras": Karras}[name]()
 
 
@@ -318,7 +323,7 @@ def run_sample(args) -> int:
             denoiser,
             shape=shape,
             n_steps=n_steps,
-            grid=_grid(args.grid),
+            grid=_grid(args.grid, sampler),
             generator=gen,
             denoise_final=args.denoise_final,
             progress=False,
@@ -339,7 +344,7 @@ def run_sample(args) -> int:
         torch.save(res.x.cpu(), out)
     print(
         f"{args.n} samples with {args.sampler} ({n_steps} steps, {res.nfe} NFE measured, "
-        f"grid {args.grid}{', denoised final step' if args.denoise_final else ''}) "
+        f"grid {args.grid or sampler.default_grid!r}{', denoised final step' if args.denoise_final else ''}) "
         f"in {seconds:.1f}s -> {out}"
     )
     return 0

@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
+from ..grids import TimeGrid, UniformTime
 from ..noise import NoiseSource
 from ..sde import SDE
 
@@ -68,6 +69,12 @@ class Sampler(ABC):
         stochastic: whether the sampler consumes noise.
         nfe_per_step: network calls per step (``None`` if adaptive); see :meth:`nfe`.
         reference: short citation of the method.
+        default_grid: the :class:`~scoresde.grids.TimeGrid` that :func:`scoresde.sample` (and
+            the CLI and the demo) use when no ``grid`` is given. The base default is
+            ``UniformTime()``: DDIM's best grid on our exact problems (it beats logSNR-uniform,
+            Karras and time-quadratic grids on VP, sub-VP and the cosine schedule, and ties on
+            VE), so a new sampler starts on the grid of its first-order baseline. Families
+            override it where the paper and ``tests/convergence/test_defaults.py`` agree.
     """
 
     name: ClassVar[str]
@@ -76,6 +83,7 @@ class Sampler(ABC):
     stochastic: ClassVar[bool]
     nfe_per_step: ClassVar[int | None] = 1
     reference: ClassVar[str] = ""
+    default_grid: ClassVar[TimeGrid] = UniformTime()
 
     def nfe(self, n_steps: int) -> int | None:
         """Network calls for ``n_steps`` steps (``None`` when it depends on the solution)."""

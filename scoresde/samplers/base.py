@@ -9,6 +9,7 @@ interval themselves (torchdiffeq, scipy, torchsde) override :meth:`Sampler.run` 
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,12 @@ from ..grids import TimeGrid, UniformTime
 from ..noise import NoiseSource
 from ..sde import SDE
 
-__all__ = ["Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule"]
+__all__ = ["Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule", "tolerance_floor"]
+
+# Tolerances of adaptive solvers are floored at this many units of roundoff of the state's dtype:
+# an error estimate is a difference of two solutions, each rounded in every stage, so below a few
+# ulps it is rounding noise and no step size satisfies it (the step size then collapses).
+TOLERANCE_FLOOR_ULPS = 16
 
 
 @dataclass
@@ -158,6 +164,22 @@ class Sampler(ABC):
             )
         traj = None if trajectory is None else torch.stack(trajectory)
         return x, traj, {}
+
+
+def tolerance_floor(rtol: float, atol: float, dtype: torch.dtype, name: str) -> tuple[float, float]:
+    """``(rtol, atol)`` raised to ``TOLERANCE_FLOOR_ULPS * eps(dtype)`` (``atol`` in the units of
+    unit-scale data), with a warning naming what was raised, when the state's dtype cannot reach
+    them."""
+    floor = TOLERANCE_FLOOR_ULPS * torch.finfo(dtype).eps
+    raised = [f"{k}={v:.3g}" for k, v in (("rtol", rtol), ("atol", atol)) if v < floor]
+    if raised:
+        warnings.warn(
+            f"{name}: {', '.join(raised)} is below what a {dtype} state can resolve "
+            f"({TOLERANCE_FLOOR_ULPS} x eps = {floor:.3g}); raised to {floor:.3g}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return max(rtol, floor), max(atol, floor)
 
 
 @dataclass(frozen=True)

@@ -92,18 +92,18 @@ def exact_moments(sde, t):
     return a * mu, a * a * var0 + s * s
 
 
-def discrete_moments(sampler, n, sde=SDE):
-    """Mean and variance at ``t_min`` of the sampler's discrete law, started from ``p_T``."""
+def discrete_moments(sampler, n, sde=SDE, grid=GRID):
+    """Mean and variance at ``t_min`` of the sampler's discrete law, started from ``p_T``
+    (``grid=None``: the sampler's default grid)."""
     den = DATA.denoiser(sde)
     m_T, v_T = exact_moments(sde, sde.T)
     counter = ProbeNoise()
     start = torch.full((2, 1), m_T, dtype=torch.float64)
-    S.sample(sampler, den, x_T=start, n_steps=n, noise=counter, grid=GRID, progress=False)
+    S.sample(sampler, den, x_T=start, n_steps=n, noise=counter, grid=grid, progress=False)
     x_T = torch.full((counter.k + 2, 1), m_T, dtype=torch.float64)
     x_T[1] += v_T**0.5
-    y = S.sample(sampler, den, x_T=x_T, n_steps=n, noise=ProbeNoise(), grid=GRID, progress=False).x[
-        :, 0
-    ]
+    res = S.sample(sampler, den, x_T=x_T, n_steps=n, noise=ProbeNoise(), grid=grid, progress=False)
+    y = res.x[:, 0]
     return float(y[0]), float(((y[1:] - y[0]) ** 2).sum())
 
 

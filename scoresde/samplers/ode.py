@@ -30,7 +30,7 @@ class PFEuler(AffineStep):
     **Order** 1. **NFE per step** 1. **Stochastic** no.
     **Reference** Song et al. 2021, eq. 13 discretised by forward Euler.
     **Default grid** ``UniformTime()`` (the base default): Euler in ``t`` is at or below DDIM on
-    the VP-type schedules on it; on VE it is 8-20x worse than DDIM on every grid (Euler in ``t``
+    the VP-type schedules on it; on VE it is 8-21x worse than DDIM on every grid (Euler in ``t``
     does not integrate the linear part exactly), see ``tests/convergence/test_defaults.py``.
     """
 
@@ -61,7 +61,7 @@ class PFHeun(Sampler):
     **Order** 2. **NFE per step** 2. **Stochastic** no.
     **Reference** Karras et al. 2022 (EDM), Algorithm 1, applied to Song et al. 2021, eq. 13.
     **Default grid** ``UniformTime()`` (the base default): measured at or below DDIM at equal NFE
-    on the VP-type schedules, where Karras' grid is 1.5-3x worse; like every Runge–Kutta method in
+    on the VP-type schedules, where Karras' grid is 2-6x worse; like every Runge–Kutta method in
     ``t`` it is far behind DDIM on VE (28x at 10 NFE; Karras 6x).
     """
 
@@ -155,8 +155,8 @@ class EDMHeun(Sampler):
     **Order** 2. **NFE per step** 2. **Stochastic** no.
     **Reference** Karras et al. 2022 (EDM), Algorithm 1.
     **Default grid** ``Karras()`` (rho = 7, EDM's eq. 5 and their recommendation for this
-    sampler). On the cosine schedule, whose first step starts at ``s = sigma/alpha ~ 150``,
-    time-uniform and time-quadratic grids put a first Heun step across most of that range and
+    sampler). On the cosine schedule, whose first step starts at ``s = sigma/alpha ~ 2e4``,
+    time-uniform and time-quadratic grids take it to 3-13 in one Heun step and
     diverge (errors 10^3x DDIM's); Karras' grid keeps it finite.
     """
 

@@ -307,8 +307,8 @@ class PNDM(_PseudoLinearMultistep):
     **Stochastic** no.
     **Default grid** ``Karras()`` (also PLMS's): its fixed multistep weights and DDIM transfer
     work in ``rho = sigma/alpha``, in which Karras' grid is smooth; time-uniform and
-    time-quadratic grids diverge on the cosine schedule (a first step across ``rho`` from ~150
-    to ~10), and logSNR-uniform ones lose 2-10x on sub-VP and cosine.
+    time-quadratic grids diverge on the cosine schedule (their first step takes ``rho`` from
+    2e4 to 3-13), and logSNR-uniform ones lose 2-10x on sub-VP and cosine.
     **Reference** Liu, Ren, Lin & Zhao 2022, "Pseudo Numerical Methods for Diffusion Models on
     Manifolds", eqs. 9, 12 and 13 (Algorithm 1).
     """

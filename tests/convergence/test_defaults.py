@@ -16,8 +16,7 @@ Properties, at ``n_steps`` in {5, 6, 8, 10, 12, 15, 20, 30, 50}:
 2. its error is non-increasing in ``n`` within 10 % (``e(n') <= 1.1 e(n)`` for consecutive counts):
    more steps must not cost accuracy beyond the wiggle of error cancellation between steps;
 3. the other deterministic fixed-step samplers (singlestep, Runge-Kutta, PNDM/PLMS: ``nfe(n) !=
-   n``) against DDIM at equal NFE (DDIM with ``nfe(n)`` steps), and property 2, where they hold.
-
+   n``) against DDIM at equal NFE (DDIM with ``nfe(n)`` steps), and property 2, where they hold;
 4. every step-based stochastic sampler whose law is an affine map of its draws (all but ``pc``)
    has, on 1-D Gaussian data where that law is computed exactly (``discrete_moments`` of
    ``tests/convergence/test_sde_weak_order.py``: no Monte-Carlo noise), a weak bias
@@ -72,12 +71,12 @@ FEW_LONG_STEPS = "singlestep at equal NFE: k times fewer steps, too long for its
 COUNT_RULE_CLIFF = "singlestep count rule: the first-order last step ends at n = 10"
 # Heun at equal NFE takes half DDIM's steps; on this smooth problem DDIM's error constant is small
 # and the second order pays off only from 20-60 NFE (10-30 Heun steps). On the cosine schedule
-# Karras' grid starts at sigma/alpha ~ 150, where its first steps are still 2.5x DDIM at 100 NFE.
+# Karras' grid starts at sigma/alpha ~ 2e4, and Heun is still 2.5x DDIM's error at 100 NFE.
 HEUN_HALF_STEPS = "Heun: half the steps at equal NFE; second order pays off from 20-60 NFE"
 # PNDM's pseudo Runge-Kutta start spends 12 NFE on 3 steps, and PLMS/PNDM's Adams-Bashforth
 # weights are those of equal steps; both cost most on short grids and on the cosine schedule,
-# whose rho = sigma/alpha falls from ~150 in the first few steps.
-PSEUDO_LINEAR_START = "PNDM/PLMS: costly start and equal-step weights; cosine's rho ~ 150 start"
+# whose rho = sigma/alpha falls from ~2e4 in the first few steps.
+PSEUDO_LINEAR_START = "PNDM/PLMS: costly start and equal-step weights; cosine's rho ~ 2e4 start"
 # Explicit RK4 is stable on the linear part -y of dy/dlambda = x0 - y only for h <= 2.78; on the
 # cosine schedule's 15-wide lambda_ range (and at 5-6 steps elsewhere) its steps exceed that.
 RK4_STABILITY = "explicit RK4 in lambda_: unstable for steps h > 2.78 (few steps, cosine)"

@@ -87,7 +87,9 @@ def strong_orders() -> list[str]:
         noise = S.BrownianNoise(seed=7)
 
         def solve(n, sampler=sampler, noise=noise):
-            return S.sample(sampler, den, x_T=x_T, n_steps=n, noise=noise, progress=False).x
+            return S.sample(
+                sampler, den, x_T=x_T, n_steps=n, noise=noise, grid=S.UniformTime(), progress=False
+            ).x
 
         ref = solve(N_REF)
         errors = [(solve(n) - ref).norm(dim=1).mean().item() for n in SDE_STEPS]

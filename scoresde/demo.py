@@ -1,7 +1,8 @@
 """``python -m scoresde demo``: every registered sampler on an exact 2-D Gaussian mixture.
 
 The data are an 8-component ring whose score is closed-form under the VP SDE, so there is a
-reference answer for both kinds of sampler:
+reference answer for both kinds of sampler. Every sampler runs on its own default grid
+(``Sampler.default_grid``), as ``scoresde.sample`` does when no grid is given:
 
 - deterministic samplers integrate the probability-flow ODE from the same prior draw; their error
   is the median per-sample distance to the scipy DOP853 solution (rtol = atol = 1e-10);
@@ -9,6 +10,10 @@ reference answer for both kinds of sampler:
   samples and exact draws from ``p_{t_min}``, beside the same distance between two exact draws
   (the Monte-Carlo floor). Every run is driven by the same Brownian path
   (:class:`~scoresde.noise.BrownianNoise`), so the column changes with the step count only.
+
+At 5 steps ``sde_dpm_solver_1`` stays well above the floor (sliced Wasserstein ~0.5 on its
+Karras grid, 24 on a logSNR-uniform one): its noise-prediction form amplifies the model's error
+by ``e^h`` on long steps at high noise (see its docstring); from 10 steps on it is at the floor.
 
 No downloads; a couple of minutes on a laptop CPU.
 """
@@ -22,7 +27,6 @@ from pathlib import Path
 import torch
 
 from .exact import reference_solution, ring_mixture
-from .grids import UniformLambda
 from .metrics.distances import sliced_wasserstein
 from .noise import BrownianNoise
 from .samplers import SAMPLERS, get_sampler, sample
@@ -58,7 +62,8 @@ def run_demo(
     exact2 = data.sample_marginal(sde, sde.t_min, n_samples, generator=gen)
     floor = sliced_wasserstein(exact, exact2, generator=torch.Generator().manual_seed(seed))
     print(
-        f"exact problem: {data!r} under {sde!r}; {n_samples} samples, grid UniformLambda\n"
+        f"exact problem: {data!r} under {sde!r}; {n_samples} samples, each sampler on its "
+        f"default grid\n"
         f"reference PF-ODE: scipy DOP853 rtol=atol=1e-10, {ref.nfe} RHS evaluations\n"
         f"SW distance between two exact draws (Monte-Carlo floor): {floor:.4f}\n"
     )
@@ -70,7 +75,7 @@ def run_demo(
             t0 = time.perf_counter()
             # one Brownian path for every step count: the SW column then shows the
             # discretisation, not a new Monte-Carlo draw per cell
-            res = sample(sampler, den, x_T=x_T, n_steps=n, grid=UniformLambda(), progress=False,
+            res = sample(sampler, den, x_T=x_T, n_steps=n, progress=False,
                          noise=BrownianNoise(seed))  # fmt: skip
             seconds = time.perf_counter() - t0
             x = res.x.to("cpu", torch.float64)

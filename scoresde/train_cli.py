@@ -129,9 +129,9 @@ def add_train_parsers(subparsers) -> None:
     )
     p.add_argument(
         "--grid",
-        default="uniform_time",
+        default=None,
         help="grid name (see scoresde.GRIDS), or a grid config as JSON, inline or a .json file "
-        "(what TimeGrid.to_config() gives)",
+        "(what TimeGrid.to_config() gives); default: the sampler's default_grid",
     )
     p.add_argument(
         "--denoise-final",
@@ -352,7 +352,11 @@ def run_sample(args) -> int:
         denoiser = load_denoiser(ckpt, ema=not args.no_ema)
         denoiser.net.to(args.device)
         sampler = get_sampler(_config_arg("--sampler", args.sampler))
-        grid = grid_from_config(_config_arg("--grid", args.grid))
+        grid = (
+            sampler.default_grid
+            if args.grid is None
+            else grid_from_config(_config_arg("--grid", args.grid))
+        )
         # the final x0 prediction is one more network call, paid from the same budget
         n_steps = nfe_to_steps(sampler, args.nfe - 1 if args.denoise_final else args.nfe)
         cfg = ckpt["model_config"]

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from ..grids import Explicit, TimeGrid, UniformTime
+from ..grids import Explicit, TimeGrid
 from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
@@ -200,7 +200,7 @@ def sample(
         sde: the process; defaults to ``denoiser.sde``.
         shape: ``(batch, *dims)`` of the samples, when ``x_T`` is not given.
         x_T: the starting state at ``grid``'s first time (default: a prior draw).
-        grid: a :class:`~scoresde.grids.TimeGrid` (default ``UniformTime()``).
+        grid: a :class:`~scoresde.grids.TimeGrid` (default: the sampler's ``default_grid``).
         n_steps: number of intervals (not NFE); ``None`` only with an ``Explicit`` grid.
         noise: noise source of stochastic samplers (default ``GaussianNoise(generator)``).
         generator: RNG for the prior draw and the default noise.
@@ -219,7 +219,7 @@ def sample(
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
     sde = denoiser.process(sde)
-    grid = UniformTime() if grid is None else grid
+    grid = sampler.default_grid if grid is None else grid
     if not isinstance(grid, TimeGrid):
         raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {type(grid).__name__}")
     if n_steps is None and not isinstance(grid, Explicit):

@@ -16,20 +16,29 @@ The grid's times are output times: adaptive methods choose their own steps and i
 exactly on the grid (never silently on output times only; torchdiffeq issue #137). NFE is the
 Denoiser's count, like every other sampler's; ``callback`` runs once per grid time after the
 solve, with ``x0 = None``.
+
+Adaptive solves always end: tolerances below ``16 eps`` of the state's dtype are raised to it
+with a ``RuntimeWarning`` (the model is evaluated in that dtype, so its output carries rounding
+noise of that size); a step below ``h_min`` in ``lambda_`` raises ``FloatingPointError`` and more
+than ``max_nfe`` network calls ``RuntimeError``, each naming ``t``, the step size and the NFE spent.
+torchdiffeq integrates half-precision states in float32 (its step-size control underflows in
+float16), evaluating the model in the state's dtype.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
+from scipy.integrate import DOP853, RK23, RK45, OdeSolution
 from torch import Tensor
 from torchdiffeq import odeint
 
-from ..utils import check_real
-from .base import Sampler, StepInfo
+from ..grids import Karras
+from ..utils import check_int, check_real
+from .base import Sampler, StepInfo, tolerance_floor
 
 __all__ = ["TorchdiffeqSampler", "TorchdiffeqFixedSampler", "ScipySampler"]
 
@@ -43,32 +52,65 @@ TORCHDIFFEQ_FIXED = {
 }
 TORCHDIFFEQ_ADAPTIVE = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
 SCIPY_METHODS = {"RK23": 3, "RK45": 5, "DOP853": 8}
+_SCIPY_SOLVERS = {"RK23": RK23, "RK45": RK45, "DOP853": DOP853}
+
+
+def _check_guards(h_min, max_nfe) -> tuple[float, int]:
+    return check_real("h_min", h_min, low=0.0, low_open=True), check_int("max_nfe", max_nfe, low=1)
 
 
 class _ScaledPFODE:
-    """``dy/dlambda = x0(alpha y, t(lambda)) - y`` as a callable ``f(lambda, y)`` of torch tensors.
+    """``dy/dlambda = x0(alpha y, t(lambda)) - y`` as a callable ``f(lambda, y)`` of torch tensors;
+    the model sees ``x`` in ``dtype``.
 
-    With ``count_steps`` it also counts accepted and rejected steps through torchdiffeq's
-    adaptive-solver callbacks (fixed-grid solvers accept only ``callback_step``).
+    With ``guards = (h_min, max_nfe)`` it also counts accepted and rejected steps through
+    torchdiffeq's adaptive-solver callbacks (fixed-grid solvers accept only ``callback_step``),
+    and raises when a step falls below ``h_min`` or the NFE exceeds ``max_nfe``.
     """
 
-    def __init__(self, denoiser, sde, shape, *, count_steps: bool):
-        self.denoiser, self.sde, self.shape = denoiser, sde, shape
+    def __init__(self, denoiser, sde, shape, dtype, *, guards=None, name=""):
+        self.denoiser, self.sde, self.shape, self.dtype = denoiser, sde, shape, dtype
         self.accepted = self.rejected = 0
-        if count_steps:
+        self.nfe_start, self.guards, self.name = denoiser.nfe, guards, name
+        self.lam, self.dt = math.nan, math.nan  # the last step attempted
+        if guards is not None:
             self.callback_accept_step = self._accept
             self.callback_reject_step = self._reject
 
     def __call__(self, lam: Tensor, y: Tensor) -> Tensor:
+        if self.guards is not None and self.spent >= self.guards[1]:
+            raise RuntimeError(
+                f"{self.name}: spent max_nfe={self.guards[1]} NFE and reached {self.where()}; "
+                "loosen the tolerances or raise max_nfe"
+            )
         t = self.sde.inverse_lambda(lam.to(torch.float64))
-        x = self.sde.alpha(t).to(y.dtype) * y
-        return self.denoiser.predict(x.reshape(self.shape), t).x0.reshape(y.shape) - y
+        x = (self.sde.alpha(t).to(y.dtype) * y).to(self.dtype)
+        x0 = self.denoiser.predict(x.reshape(self.shape), t).x0
+        return x0.to(y.dtype).reshape(y.shape) - y
+
+    @property
+    def spent(self) -> int:
+        return self.denoiser.nfe - self.nfe_start
+
+    def where(self) -> str:
+        t = float(self.sde.inverse_lambda(torch.tensor(self.lam, dtype=torch.float64)))
+        return f"t={t:.6g} with step size h={self.dt:.3g} in lambda_ after {self.spent} NFE"
+
+    def collapsed(self, detail: str) -> FloatingPointError:
+        return FloatingPointError(f"{self.name}: step size collapsed ({detail}) at {self.where()}")
+
+    def _step(self, t0, dt):
+        self.lam, self.dt = float(t0), float(dt)
+        if abs(self.dt) < self.guards[0]:
+            raise self.collapsed(f"|h| < h_min={self.guards[0]:.3g}")
 
     def _accept(self, t0, y0, dt):
         self.accepted += 1
+        self._step(t0, dt)
 
     def _reject(self, t0, y0, dt):
         self.rejected += 1
+        self._step(t0, dt)
 
 
 def _outputs(sde, ts: Tensor, x_start: Tensor, ys: Tensor, callback, save_trajectory):
@@ -113,6 +155,9 @@ class TorchdiffeqSampler(Sampler):
         method: a torchdiffeq method name (above).
         rtol, atol: tolerances of adaptive methods (> 0; score_sde's defaults 1e-5). Fixed-step
             methods ignore them.
+        h_min: smallest step in ``lambda_`` (> 0) of adaptive methods before the solve is
+            declared collapsed.
+        max_nfe: most network calls (>= 1) of an adaptive solve.
     """
 
     name = "torchdiffeq"
@@ -123,10 +168,19 @@ class TorchdiffeqSampler(Sampler):
     reference = "chen2018neuralode"
     _methods: ClassVar[dict] = {**TORCHDIFFEQ_ADAPTIVE, **TORCHDIFFEQ_FIXED}
 
-    def __init__(self, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5):
+    def __init__(
+        self,
+        *,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        h_min: float = 1e-6,
+        max_nfe: int = 10_000,
+    ):
         self.method = _check_method(method, self._methods, self.name)
         self.rtol = check_real("rtol", rtol, low=0.0, low_open=True)
         self.atol = check_real("atol", atol, low=0.0, low_open=True)
+        self.h_min, self.max_nfe = _check_guards(h_min, max_nfe)
         if method in TORCHDIFFEQ_FIXED:
             self.order, self.nfe_per_step = TORCHDIFFEQ_FIXED[method]
             self.fixed_grid = True
@@ -135,7 +189,8 @@ class TorchdiffeqSampler(Sampler):
             self.nfe_per_step, self.fixed_grid = None, False
 
     def options(self) -> dict[str, Any]:
-        return {"method": self.method, "rtol": self.rtol, "atol": self.atol}
+        return {"method": self.method, "rtol": self.rtol, "atol": self.atol,
+                "h_min": self.h_min, "max_nfe": self.max_nfe}  # fmt: skip
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         raise NotImplementedError(f"{self.name} integrates the whole grid in run()")
@@ -144,12 +199,20 @@ class TorchdiffeqSampler(Sampler):
         self, denoiser, sde, ts, x, *, noise, callback=None, progress=True, save_trajectory=False
     ):
         lam = sde.lambda_(ts).to(x.device)
-        y0 = x / sde.alpha(ts[0]).to(x.device, x.dtype)
-        func = _ScaledPFODE(denoiser, sde, x.shape, count_steps=not self.fixed_grid)
-        # Fixed-grid solvers step on exactly the times they are given (no step_size option), so
-        # passing the whole grid as output times makes every grid point a step.
-        ys = odeint(func, y0, lam, method=self.method, rtol=self.rtol, atol=self.atol)
-        x, traj = _outputs(sde, ts, x, ys, callback, save_trajectory)
+        work = torch.promote_types(x.dtype, torch.float32)
+        y0 = x.to(work) / sde.alpha(ts[0]).to(x.device, work)
+        guards = None if self.fixed_grid else (self.h_min, self.max_nfe)
+        func = _ScaledPFODE(denoiser, sde, x.shape, x.dtype, guards=guards, name=self.name)
+        rtol, atol = self.rtol, self.atol
+        if not self.fixed_grid:
+            rtol, atol = tolerance_floor(rtol, atol, x.dtype, self.name)
+        try:
+            # Fixed-grid solvers step on exactly the times they are given (no step_size option),
+            # so passing the whole grid as output times makes every grid point a step.
+            ys = odeint(func, y0, lam, method=self.method, rtol=rtol, atol=atol)
+        except AssertionError as err:  # torchdiffeq's "underflow in dt"
+            raise func.collapsed(str(err)) from err
+        x, traj = _outputs(sde, ts, x, ys.to(x.dtype), callback, save_trajectory)
         stats = (
             {}
             if self.fixed_grid
@@ -169,6 +232,10 @@ class TorchdiffeqFixedSampler(TorchdiffeqSampler):
     **Order** 4 for ``rk4`` (``euler`` 1, ``midpoint``/``heun2`` 2, ``heun3`` 3).
     **NFE per step** 4 for ``rk4`` (equal to the order for these methods). **Stochastic** no.
     **Reference** Kutta 1901 (3/8 rule); Chen et al. 2018, torchdiffeq.
+    **Default grid** ``Karras()``: the grid on which it comes closest to DDIM at equal NFE on
+    our exact problems. Explicit RK4 on ``dy/dlambda = x0 - y`` is stable only for steps
+    ``h <= 2.78`` in ``lambda_`` (its real stability interval), so it needs at least 6 steps on
+    the cosine schedule's 15-wide ``lambda_`` range on any grid.
 
     Args:
         method: one of ``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``.
@@ -179,6 +246,7 @@ class TorchdiffeqFixedSampler(TorchdiffeqSampler):
     nfe_per_step = 4
     fixed_grid = True
     reference = "kutta1901"
+    default_grid = Karras()
     _methods = TORCHDIFFEQ_FIXED
 
     def __init__(self, *, method: str = "rk4"):
@@ -205,6 +273,8 @@ class ScipySampler(Sampler):
     Args:
         method: ``"RK45"`` (default), ``"DOP853"`` or ``"RK23"``.
         rtol, atol: tolerances (> 0; score_sde's defaults 1e-5).
+        h_min: smallest step in ``lambda_`` (> 0) before the solve is declared collapsed.
+        max_nfe: most network calls (>= 1) of one solve.
     """
 
     name = "scipy"
@@ -213,14 +283,24 @@ class ScipySampler(Sampler):
     nfe_per_step = None
     reference = "dormand1980"
 
-    def __init__(self, *, method: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
+    def __init__(
+        self,
+        *,
+        method: str = "RK45",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        h_min: float = 1e-6,
+        max_nfe: int = 10_000,
+    ):
         self.method = _check_method(method, SCIPY_METHODS, self.name)
         self.order = SCIPY_METHODS[method]
         self.rtol = check_real("rtol", rtol, low=0.0, low_open=True)
         self.atol = check_real("atol", atol, low=0.0, low_open=True)
+        self.h_min, self.max_nfe = _check_guards(h_min, max_nfe)
 
     def options(self) -> dict[str, Any]:
-        return {"method": self.method, "rtol": self.rtol, "atol": self.atol}
+        return {"method": self.method, "rtol": self.rtol, "atol": self.atol,
+                "h_min": self.h_min, "max_nfe": self.max_nfe}  # fmt: skip
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         raise NotImplementedError(f"{self.name} integrates the whole grid in run()")
@@ -228,21 +308,35 @@ class ScipySampler(Sampler):
     def run(
         self, denoiser, sde, ts, x, *, noise, callback=None, progress=True, save_trajectory=False
     ):
-        func = _ScaledPFODE(denoiser, sde, x.shape, count_steps=False)
+        guards = (self.h_min, self.max_nfe)
+        func = _ScaledPFODE(denoiser, sde, x.shape, x.dtype, guards=guards, name=self.name)
+        rtol, atol = tolerance_floor(self.rtol, self.atol, x.dtype, self.name)
         lam = sde.lambda_(ts).numpy()
         y0 = (x.detach().to("cpu", torch.float64) / sde.alpha(ts[0])).flatten().numpy()
 
         def rhs(lam_, y):
-            y_t = torch.from_numpy(y).to(x.device, x.dtype)
+            # the state stays float64 (scipy's); the model sees x.dtype through func
+            y_t = torch.from_numpy(y).to(x.device)
             lam_t = torch.tensor(lam_, dtype=torch.float64, device=x.device)
             return func(lam_t, y_t).to("cpu", torch.float64).numpy()
 
-        sol = solve_ivp(rhs, (lam[0], lam[-1]), y0, method=self.method, rtol=self.rtol,
-                        atol=self.atol, dense_output=True)  # fmt: skip
-        if not sol.success:
-            raise RuntimeError(f"scipy solve_ivp ({self.method}) failed: {sol.message}")
+        # solve_ivp's loop, unrolled so that every step's t and size are seen by the guards
+        solver = _SCIPY_SOLVERS[self.method](rhs, lam[0], y0, lam[-1], rtol=rtol, atol=atol)
+        knots, pieces = [lam[0]], []
+        while solver.status == "running":
+            func.lam, func.dt = solver.t, solver.step_size or math.nan
+            message = solver.step()
+            if solver.status == "failed":
+                raise func.collapsed(f"scipy {self.method}: {message}")
+            if solver.step_size is not None and solver.t != lam[-1]:
+                func.lam, func.dt = solver.t, solver.step_size
+                if solver.step_size < self.h_min:
+                    raise func.collapsed(f"h < h_min={self.h_min:.3g}")
+            knots.append(solver.t)
+            pieces.append(solver.dense_output())
+        dense = OdeSolution(knots, pieces)
         # Interior grid times from the dense output; the end point is the last step's own value.
-        ys = np.concatenate([sol.sol(lam[:-1]), sol.y[:, -1:]], axis=1).T.copy()
+        ys = np.concatenate([dense(lam[:-1]), solver.y[:, None]], axis=1).T.copy()
         ys = torch.from_numpy(ys).reshape(-1, *x.shape).to(x.device, x.dtype)
         x, traj = _outputs(sde, ts, x, ys, callback, save_trajectory)
-        return x, traj, {"accepted_steps": sol.t.size - 1, "solver_nfev": int(sol.nfev)}
+        return x, traj, {"accepted_steps": len(pieces), "solver_nfev": int(solver.nfev)}

@@ -10,6 +10,7 @@ interval themselves (torchdiffeq, scipy, torchsde) override :meth:`Sampler.run` 
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
+from ..grids import TimeGrid, UniformTime
 from ..noise import NoiseSource
 from ..sde import SDE
 
@@ -30,7 +32,13 @@ __all__ = [
     "StepInfo",
     "GridSchedule",
     "zero_snr_first_step",
+    "tolerance_floor",
 ]
+
+# Tolerances of adaptive solvers are floored at this many units of roundoff of the state's dtype:
+# an error estimate is a difference of two solutions, each rounded in every stage, so below a few
+# ulps it is rounding noise and no step size satisfies it (the step size then collapses).
+TOLERANCE_FLOOR_ULPS = 16
 
 
 @dataclass
@@ -80,6 +88,12 @@ class Sampler(ABC):
             ``alpha = 0`` (zero terminal SNR, rectified flow). Otherwise :func:`scoresde.sample`
             takes that first step as the exact ``lambda -> -inf`` limit of a first-order step
             (see :func:`zero_snr_first_step`) and the sampler continues from ``ts[1]``.
+        default_grid: the :class:`~scoresde.grids.TimeGrid` that :func:`scoresde.sample` (and
+            the CLI and the demo) use when no ``grid`` is given. The base default is
+            ``UniformTime()``: DDIM's best grid on our exact problems (it beats logSNR-uniform,
+            Karras and time-quadratic grids on VP, sub-VP and the cosine schedule, and ties on
+            VE), so a new sampler starts on the grid of its first-order baseline. Families
+            override it where the paper and ``tests/convergence/test_defaults.py`` agree.
     """
 
     name: ClassVar[str]
@@ -89,6 +103,7 @@ class Sampler(ABC):
     nfe_per_step: ClassVar[int | None] = 1
     reference: ClassVar[str] = ""
     zero_snr_start: ClassVar[bool] = False
+    default_grid: ClassVar[TimeGrid] = UniformTime()
 
     def nfe(self, n_steps: int) -> int | None:
         """Network calls for ``n_steps`` steps (``None`` when it depends on the solution)."""
@@ -192,6 +207,22 @@ def config_value(name: str, value: Any) -> Any:
 def option_from_config(value: Any) -> Any:
     """Inverse of :func:`config_value` for scalars (nested configs are rebuilt by their owner)."""
     return float(value) if value in ("inf", "-inf") else value
+
+
+def tolerance_floor(rtol: float, atol: float, dtype: torch.dtype, name: str) -> tuple[float, float]:
+    """``(rtol, atol)`` raised to ``TOLERANCE_FLOOR_ULPS * eps(dtype)`` (``atol`` in the units of
+    unit-scale data), with a warning naming what was raised, when the state's dtype cannot reach
+    them."""
+    floor = TOLERANCE_FLOOR_ULPS * torch.finfo(dtype).eps
+    raised = [f"{k}={v:.3g}" for k, v in (("rtol", rtol), ("atol", atol)) if v < floor]
+    if raised:
+        warnings.warn(
+            f"{name}: {', '.join(raised)} is below what a {dtype} state can resolve "
+            f"({TOLERANCE_FLOOR_ULPS} x eps = {floor:.3g}); raised to {floor:.3g}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return max(rtol, floor), max(atol, floor)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..utils import check_bool, check_int, check_real
-from .base import GridSchedule, Sampler, StepInfo
+from .base import GridSchedule, Sampler, StepInfo, tolerance_floor
 from .lambda_space import (
     SINGLESTEP_RATIOS,
     Tableau,
@@ -40,7 +40,15 @@ class _SinglestepState:
 
 class _Singlestep(Sampler):
     """Exponential Runge–Kutta solvers: ``order`` model calls per step at
-    ``lambda_i + r_k h`` (stage positions :data:`SINGLESTEP_RATIOS`)."""
+    ``lambda_i + r_k h`` (stage positions :data:`SINGLESTEP_RATIOS`).
+
+    ``lower_order_final`` keeps the reference's count rule (``n < 10``) here: a singlestep
+    method extrapolates from no earlier step, so the ratio of consecutive steps does not enter
+    its stability, and its NFE must be a function of ``n_steps`` alone (``nfe(n)``). Default
+    grid ``UniformTime()`` (the base default): the grid closest to DDIM at equal NFE on the
+    five schedules of ``tests/convergence/test_defaults.py``; logSNR-uniform and Karras grids
+    lose 2-15x to DDIM on the cosine schedule.
+    """
 
     prediction: ClassVar[str]
     stochastic = False
@@ -183,6 +191,12 @@ class DPMSolverAdaptive(Sampler):
     not needed. The grid's times are output times (trajectory and callback); the solver is the
     paper's with ``n_steps=1``.
 
+    Termination: tolerances below ``16 eps`` of the state's dtype (float32: ``1.9e-6``; float16:
+    ``1.6e-2``; bfloat16: ``0.125``) are raised to it with a ``RuntimeWarning``, since the error
+    estimate is rounding noise below that; the error norm is computed in float64. A step size below
+    ``h_min`` or more than ``max_nfe`` network calls end the run with a ``FloatingPointError`` /
+    ``RuntimeError`` naming ``t``, the step size and the NFE spent.
+
     **Order** ``order`` (2 or 3). **NFE per step** adaptive (``nfe_per_step = None``; measured by
     the Denoiser; ``stats`` reports ``accepted_steps`` and ``rejected_steps``). **Stochastic** no.
     **Reference** Lu et al. 2022a, adaptive step size, Algorithms 4 (DPM-Solver-12) and 5
@@ -194,6 +208,8 @@ class DPMSolverAdaptive(Sampler):
         atol: absolute tolerance (> 0), in the units of the data.
         h_init: first step size in ``lambda_`` (> 0).
         theta: safety factor in ``(0, 1]``.
+        h_min: smallest step in ``lambda_`` (> 0) before the run is declared collapsed.
+        max_nfe: most network calls (>= 1) one run may spend.
     """
 
     name = "dpm_solver_adaptive"
@@ -211,6 +227,8 @@ class DPMSolverAdaptive(Sampler):
         atol: float = 0.0078,
         h_init: float = 0.05,
         theta: float = 0.9,
+        h_min: float = 1e-6,
+        max_nfe: int = 10_000,
     ):
         if check_int("order", order) not in (2, 3):
             raise ValueError(f"order must be 2 (DPM-Solver-12) or 3 (DPM-Solver-23); got {order!r}")
@@ -219,6 +237,8 @@ class DPMSolverAdaptive(Sampler):
         self.atol = check_real("atol", atol, low=0.0, low_open=True)
         self.h_init = check_real("h_init", h_init, low=0.0, low_open=True)
         self.theta = check_real("theta", theta, low=0.0, high=1.0, low_open=True)
+        self.h_min = check_real("h_min", h_min, low=0.0, low_open=True)
+        self.max_nfe = check_int("max_nfe", max_nfe, low=1)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         raise NotImplementedError("dpm_solver_adaptive chooses its own steps; use run()")
@@ -242,6 +262,8 @@ class DPMSolverAdaptive(Sampler):
     ):
         grid = ts.tolist()
         lam = sde.lambda_(ts).tolist()
+        rtol, atol = tolerance_floor(self.rtol, self.atol, x.dtype, self.name)
+        nfe_start = denoiser.nfe
         trajectory = [x] if save_trajectory else None
         x_prev = x
         h = self.h_init
@@ -253,12 +275,28 @@ class DPMSolverAdaptive(Sampler):
             while s != grid[k + 1]:
                 lands = h >= lam[k + 1] - lam_s
                 h_try = lam[k + 1] - lam_s if lands else h
+                spent = denoiser.nfe - nfe_start
+                if not lands and h_try < self.h_min:
+                    raise FloatingPointError(
+                        f"{self.name}: step size collapsed at t={s:.6g}: h={h_try:.3g} < "
+                        f"h_min={self.h_min:.3g} in lambda_ after {spent} NFE (rtol={rtol:.3g}, "
+                        f"atol={atol:.3g}, state {x.dtype}); the model or the state is too noisy "
+                        f"for these tolerances"
+                    )
+                if spent >= self.max_nfe:
+                    raise RuntimeError(
+                        f"{self.name}: spent max_nfe={self.max_nfe} NFE and reached t={s:.6g} "
+                        f"with step size h={h_try:.3g} in lambda_ (rtol={rtol:.3g}, "
+                        f"atol={atol:.3g}); loosen the tolerances or raise max_nfe"
+                    )
                 t = grid[k + 1] if lands else float(sde.inverse_lambda(lam_s + h_try))
                 high, low = self._pair(sde, s, t, x)
                 x_high, ms = _run_stages(denoiser, high, 0, x, self.prediction, ms[:1])
                 x_low, _ = _run_stages(denoiser, low, 0, x, self.prediction, ms)
-                delta = torch.maximum(x_low.abs(), x_prev.abs()).mul(self.rtol).clamp_min(self.atol)
-                err = float(((x_high - x_low) / delta).flatten(1).pow(2).mean(1).sqrt().max())
+                # in float64: in half precision (diff / delta)^2 overflows from err ~ 256 on
+                delta = torch.maximum(x_low.abs(), x_prev.abs()).double().mul(rtol).clamp_min(atol)
+                ratio = (x_high - x_low).double() / delta
+                err = float(ratio.flatten(1).pow(2).mean(1).sqrt().max())
                 if not math.isfinite(err):
                     raise FloatingPointError(
                         f"non-finite error estimate at t={s:.6g} (step to t_next={t:.6g}) in "

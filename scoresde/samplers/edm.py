@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..grids import Karras
 from ..utils import check_real
 from .base import GridSchedule, Sampler
 
@@ -55,6 +56,11 @@ class EDMStochastic(Sampler):
     the step length does not shrink either. **NFE per step** 2 (the grid ends at ``t_min > 0``,
     so the second-order correction is never skipped). **Stochastic** yes (if ``S_churn > 0``).
     **Reference** Karras et al. 2022, Algorithm 2; defaults from their Table 5 (ImageNet-64).
+    **Default grid** ``Karras()`` (rho = 7), the grid of the paper's Algorithm 2. Measured on
+    the demo's ring mixture (sliced Wasserstein at 5 / 10 steps): time-uniform steps are better
+    under VP (0.46 / 0.14 against 1.67 / 0.26) but diverge under the cosine schedule (64 / 1.5
+    against 4.3 / 3.1), as for :class:`~scoresde.samplers.EDMHeun`; with the default churn the
+    sampler needs 20 or more steps on either grid.
 
     Args:
         S_churn: total churn (>= 0); 0 gives the deterministic Heun sampler.
@@ -70,6 +76,7 @@ class EDMStochastic(Sampler):
     nfe_per_step = 2
     strong_convergence = False
     reference = "karras2022edm"
+    default_grid = Karras()
 
     def __init__(
         self,

@@ -41,8 +41,19 @@ from .base import GridSchedule
 # The reference implementation lowers the order of the final steps only on grids of fewer than
 # 10 steps (Lu et al.'s dpm_solver_pytorch.py, `lower_order_final and steps < 10`): on longer grids
 # the final steps are short enough to be stable, and a first-order last step would cap a
-# third-order method at global order 2.
+# third-order method at global order 2. This is the rule of ``lower_order_final=True``.
 LOWER_ORDER_FINAL_BELOW = 10
+
+# The geometric rule of ``lower_order_final="auto"`` (see ``geometric_orders``).
+# A step longer than STEP_RATIO_MAX times the previous one is taken at order 1: the linear
+# extrapolation of the model output then weighs the previous output by h_i / (2 h_{i-1}) > 3/4,
+# and on time-uniform grids the last step is 3.5-4.7x the one before at every step count.
+STEP_RATIO_MAX = 1.5
+# Third order only on steps of at most 1 in lambda_: the reference's 10-step threshold expressed
+# in the step itself (its logSNR-uniform grids span ~10 in lambda_, so fewer than 10 steps means
+# h > 1), which keeps the rule right on any grid and schedule.
+THIRD_ORDER_H_MAX = 1.0
+LOWER_ORDER_FINAL_CHOICES = ("auto", True, False)
 
 # Stage positions r_k in (0, 1) of the singlestep solvers, as fractions of h (Lu et al. 2022a,
 # Algorithms 1 and 2: r1 = 1/2 for DPM-Solver-2; r1 = 1/3, r2 = 2/3 for DPM-Solver-3).
@@ -184,10 +195,50 @@ def singlestep_tableau(sde, s: GridSchedule, ratios: tuple[float, ...], predicti
     return Tableau(t, a, b)
 
 
-def lowered_orders(order: int, n: int, lower_order_final: bool, warm_up: bool) -> list[int]:
-    """Per-step orders: ``min(order, i + 1)`` while a multistep history fills (``warm_up``), and
-    ``min(order, n - i)`` at the end when ``lower_order_final`` and ``n < 10``."""
+def check_lower_order_final(value) -> str | bool:
+    """Validate ``lower_order_final``: ``"auto"`` (geometric rule), ``True`` (the reference's
+    count rule) or ``False``."""
+    if not (value == "auto" and isinstance(value, str)) and not isinstance(value, bool):
+        raise ValueError(
+            f"lower_order_final must be 'auto' or a bool (True or False); got {value!r}"
+        )
+    return value
+
+
+def geometric_orders(orders: list[int], h) -> list[int]:
+    """Lower the per-step ``orders`` where the grid's geometry makes extrapolation unsafe.
+
+    ``h`` are the steps in ``lambda_``. Step ``i`` is taken at order 1 when
+    ``h_i > STEP_RATIO_MAX h_{i-1}`` (the step outruns the history it extrapolates from), and at
+    order at most 2 when ``h_i > THIRD_ORDER_H_MAX``. On logSNR-uniform grids of 10 or more steps
+    nothing changes, so refinement keeps the declared order.
+    """
+    h = [float(v) for v in h]
+    if len(h) != len(orders):
+        raise ValueError(f"h must hold one step per order ({len(orders)}); got {len(h)}")
+    out = list(orders)
+    for i in range(1, len(out)):
+        if out[i] >= 3 and h[i] > THIRD_ORDER_H_MAX:
+            out[i] = 2
+        if h[i] > STEP_RATIO_MAX * h[i - 1]:
+            out[i] = 1
+    return out
+
+
+def lowered_orders(
+    order: int, n: int, lower_order_final: str | bool, warm_up: bool, h=None
+) -> list[int]:
+    """Per-step orders: ``min(order, i + 1)`` while a multistep history fills (``warm_up``);
+    then ``min(order, n - i)`` at the end with ``lower_order_final=True`` and ``n < 10`` (the
+    reference's count rule), or :func:`geometric_orders` of the grid's steps ``h`` in
+    ``lambda_`` with ``lower_order_final="auto"``."""
     orders = [min(order, i + 1) if warm_up else order for i in range(n)]
+    if lower_order_final == "auto":
+        if h is None:
+            raise ValueError(
+                "lower_order_final='auto' decides from the grid: give the steps h in lambda_"
+            )
+        return geometric_orders(orders, h)
     if lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
         orders = [min(k, n - i) for i, k in enumerate(orders)]
     return orders

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..grids import Karras, UniformTime
 from .base import GridSchedule, Sampler
+from .lambda_space import check_lower_order_final, geometric_orders
 
 __all__ = ["UniPC", "PNDM", "PLMS"]
 
@@ -72,15 +74,23 @@ class UniPC(Sampler):
     corrector is not applied after the final step (no evaluation follows it), as in the
     reference implementation. As there, ``a = 1/2`` for UniP-2 and UniC-1.
 
-    Warm-up: step ``i`` uses order ``min(solver_order, i + 1)``; with ``lower_order_final`` and
-    fewer than 15 steps also at most ``n_steps - i``, so the final step is UniP-1 (DDIM).
+    Warm-up: step ``i`` uses order ``min(solver_order, i + 1)``; then ``lower_order_final``
+    lowers orders by the grid's geometry (``"auto"``) or at the end of grids of fewer than 15
+    steps (``True``, down to a UniP-1 final step).
 
     **Order** ``solver_order + 1`` (UniC raises the order of UniP by one; Zhao et al. 2023,
     Theorem 3.2 and Corollary 3.3), so 3 by default. The reference code lowers the final orders
     at every step count; a final UniP-1 step with no corrector after it adds a global error
     ``alpha h^2 dx0/dlambda_ = O(rho(t_end)^2 h^2)`` (``rho = sigma/alpha``, about 0.01 at the
     usual ``t_min``), which for ``solver_order=3`` overtakes the ``h^4`` error below errors of
-    ~1e-7 (measured: slopes 3.6, 3.4, 2.8 from 64 to 512 steps). Hence the 15-step threshold.
+    ~1e-7 (measured: slopes 3.6, 3.4, 2.8 from 64 to 512 steps). Hence the 15-step threshold of
+    ``lower_order_final=True``; ``"auto"`` lowers nothing on logSNR-uniform grids of 10 or more
+    steps.
+    **Default grid** ``UniformTime()`` with ``lower_order_final="auto"``, as the DPM-Solver
+    multistep family (its UniP predictor is the same extrapolation in ``lambda_``): at or below
+    DDIM on the five schedules of ``tests/convergence/test_defaults.py``. With the count rule
+    its error on that grid jumps 2.7x from 12 to 15 steps, where the rule stops lowering the
+    4x longer last step.
     **NFE per step** 1. **Stochastic** no.
     **Reference** Zhao, Bai, Rao, Zhou & Lu 2023, "UniPC: A Unified Predictor-Corrector
     Framework for Fast Sampling of Diffusion Models", Algorithm 2 (multistep UniPC with B(h)).
@@ -93,9 +103,11 @@ class UniPC(Sampler):
             (``B(h) = h``, the paper's choice for unconditional sampling with < 10 steps).
         predict_x0: data-prediction form (default, as the paper and diffusers); ``False`` uses
             the noise-prediction form with ``e^{h}`` in place of ``e^{-h}``.
-        lower_order_final: below 15 steps, lower the order of the last ``solver_order - 1``
-            steps (default ``True``, as the reference and diffusers: it stabilises few-step
-            sampling).
+        lower_order_final: ``"auto"`` (default): per-step orders from the grid's geometry, as
+            the DPM-Solver multistep family (order 1 on a step longer than 1.5x the previous
+            one in ``lambda_``, at most 2 on a step longer than 1). ``True``: below 15 steps,
+            lower the order of the last ``solver_order - 1`` steps (the reference's and
+            diffusers' rule, which they apply at every step count). ``False``: never.
     """
 
     name = "unipc"
@@ -103,6 +115,7 @@ class UniPC(Sampler):
     stochastic = False
     nfe_per_step = 1
     reference = "zhao2023unipc"
+    default_grid = UniformTime()
 
     def __init__(
         self,
@@ -110,28 +123,32 @@ class UniPC(Sampler):
         solver_order: int = 2,
         variant: str = "bh2",
         predict_x0: bool = True,
-        lower_order_final: bool = True,
+        lower_order_final: str | bool = "auto",
     ):
         if isinstance(solver_order, bool) or solver_order not in (1, 2, 3):
             raise ValueError(f"solver_order must be 1, 2 or 3; got {solver_order!r}")
         if variant not in ("bh1", "bh2"):
             raise ValueError(f"variant must be 'bh1' or 'bh2'; got {variant!r}")
-        for key, val in (("predict_x0", predict_x0), ("lower_order_final", lower_order_final)):
-            if not isinstance(val, bool):
-                raise ValueError(f"{key} must be a bool; got {val!r}")
+        if not isinstance(predict_x0, bool):
+            raise ValueError(f"predict_x0 must be a bool; got {predict_x0!r}")
         self.solver_order = solver_order
         self.variant = variant
         self.predict_x0 = predict_x0
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_lower_order_final(lower_order_final)
         # the declared convergence order depends on the options (see the docstring)
         self.order = solver_order + 1
 
     def options(self):
         return {k: v for k, v in super().options().items() if k != "order"}
 
-    def step_orders(self, n: int) -> list[int]:
-        """UniP order of each of ``n`` steps (warm-up, and ``lower_order_final``)."""
+    def step_orders(self, n: int, h=None) -> list[int]:
+        """UniP order of each of ``n`` steps (warm-up, and ``lower_order_final``; ``h``: the
+        grid's steps in ``lambda_``, needed by ``"auto"``)."""
         orders = [min(self.solver_order, i + 1) for i in range(n)]
+        if self.lower_order_final == "auto":
+            if h is None:
+                raise ValueError("lower_order_final='auto' needs the grid's steps h in lambda_")
+            return geometric_orders(orders, h)
         if self.lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
             orders = [min(q, n - i) for i, q in enumerate(orders)]
         return orders
@@ -173,7 +190,7 @@ class UniPC(Sampler):
     def init(self, denoiser, sde, ts, x):
         s = GridSchedule.of(sde, ts)
         n = len(ts) - 1
-        orders = self.step_orders(n)
+        orders = self.step_orders(n, s.lambda_.diff())
         width = self.solver_order + 1
         pred = torch.zeros(n, 1 + width, dtype=torch.float64)  # [A, w_0, w_1, ...]
         corr = torch.zeros(n, 1 + width, dtype=torch.float64)  # [A, w_new, w_0, ...]
@@ -224,6 +241,8 @@ class _PseudoLinearMultistep(Sampler):
 
     stochastic = False
     reference = "liu2022pndm"
+    # see PNDM's docstring
+    default_grid = Karras()
     warmup_steps: int
 
     def init(self, denoiser, sde, ts, x):
@@ -286,6 +305,10 @@ class PNDM(_PseudoLinearMultistep):
     ``eps`` is off by ``O(h^2)``, so local errors are ``O(h^3)``.
     **NFE per step** 4 for the first three steps, then 1: ``nfe(n) = n + 9`` for ``n >= 3``.
     **Stochastic** no.
+    **Default grid** ``Karras()`` (also PLMS's): its fixed multistep weights and DDIM transfer
+    work in ``rho = sigma/alpha``, in which Karras' grid is smooth; time-uniform and
+    time-quadratic grids diverge on the cosine schedule (their first step takes ``rho`` from
+    2e4 to 3-13), and logSNR-uniform ones lose 2-10x on sub-VP and cosine.
     **Reference** Liu, Ren, Lin & Zhao 2022, "Pseudo Numerical Methods for Diffusion Models on
     Manifolds", eqs. 9, 12 and 13 (Algorithm 1).
     """

@@ -6,8 +6,10 @@
   order), not 3. The default ``variant="taylor"`` is measured at order 3 in
   ``test_ode_order.py``. Same problem, error and band as there (gmm_2d, VP, logSNR-uniform grid,
   32 draws, least-squares slope within 0.25; step counts of order 2 keep errors in [1e-9, 1]).
-- The per-step orders: warm-up ``min(order, i + 1)`` and, with ``lower_order_final`` on grids of
-  fewer than 10 steps, ``min(order, n - i)`` (the reference implementation's rule).
+- The per-step orders: warm-up ``min(order, i + 1)``; with ``lower_order_final=True`` on grids of
+  fewer than 10 steps, ``min(order, n - i)`` (the reference implementation's rule); with the
+  default ``"auto"``, order 1 on a step longer than 1.5x the previous one in ``lambda_`` and at
+  most 2 on a step longer than 1 (the geometric rule), whatever the step count.
 """
 
 import pytest
@@ -39,13 +41,16 @@ def test_reference_variant_of_third_order_multistep_converges_at_order_2(key):
     )
 
 
+COUNT = {"lower_order_final": True}
+
+
 @pytest.mark.parametrize(
     "key, options, n, orders",
     [
-        ("dpm_solver_3m", {}, 6, [1, 2, 3, 3, 2, 1]),
+        ("dpm_solver_3m", COUNT, 6, [1, 2, 3, 3, 2, 1]),
         ("dpm_solver_3m", {"lower_order_final": False}, 6, [1, 2, 3, 3, 3, 3]),
-        ("dpm_solver_3m", {}, 10, [1, 2] + [3] * 8),
-        ("dpm_solver_pp_2m", {}, 4, [1, 2, 2, 1]),
+        ("dpm_solver_3m", COUNT, 10, [1, 2] + [3] * 8),
+        ("dpm_solver_pp_2m", COUNT, 4, [1, 2, 2, 1]),
         ("dpm_solver_3s", {}, 5, [3, 3, 3, 2, 1]),
         ("dpm_solver_2s", {}, 12, [2] * 12),
     ],
@@ -53,3 +58,24 @@ def test_reference_variant_of_third_order_multistep_converges_at_order_2(key):
 def test_step_orders_follow_warm_up_and_lower_order_final(key, options, n, orders):
     sampler = S.get_sampler(key, **options)
     assert sampler.step_orders(n) == orders
+
+
+@pytest.mark.parametrize(
+    "key, h, orders",
+    [
+        # uniform steps: only the warm-up, at any count (the declared order is kept)
+        ("dpm_solver_3m", [0.5] * 6, [1, 2, 3, 3, 3, 3]),
+        ("dpm_solver_pp_2m", [2.0] * 4, [1, 2, 2, 2]),
+        # a last step 4x the one before (time-uniform grids): first order there
+        ("dpm_solver_pp_2m", [0.5, 0.5, 0.5, 2.0], [1, 2, 2, 1]),
+        ("dpm_solver_pp_3m", [0.5, 0.5, 0.5, 0.7, 2.0], [1, 2, 3, 3, 1]),
+        # steps longer than 1 in lambda_: at most second order
+        ("dpm_solver_3m", [1.2] * 5, [1, 2, 2, 2, 2]),
+        ("deis_3", [1.2, 1.2, 1.2, 0.9, 0.9], [1, 2, 2, 3, 3]),
+        ("unipc", [0.5, 0.5, 1.0, 1.0], [1, 2, 1, 2]),
+    ],
+)
+def test_auto_step_orders_follow_the_grid_geometry(key, h, orders):
+    sampler = S.get_sampler(key)
+    assert sampler.lower_order_final == "auto"
+    assert sampler.step_orders(len(h), torch.tensor(h, dtype=torch.float64)) == orders

@@ -43,6 +43,8 @@ from tests.helpers import empirical_order, format_table, gmm_2d
 
 DATA = S.Gaussian([1.0], std=0.5)
 SDE = S.VPSDE()
+# orders are measured on one fixed grid, whatever each sampler's default_grid
+GRID = S.UniformTime()
 K_SE = 5.0
 
 # Options under which the declared weak order applies (the sampler's docstring says why):
@@ -92,16 +94,18 @@ def exact_moments(sde, t):
     return a * mu, a * a * var0 + s * s
 
 
-def discrete_moments(sampler, n, sde=SDE):
-    """Mean and variance at ``t_min`` of the sampler's discrete law, started from ``p_T``."""
+def discrete_moments(sampler, n, sde=SDE, grid=GRID):
+    """Mean and variance at ``t_min`` of the sampler's discrete law, started from ``p_T``
+    (``grid=None``: the sampler's default grid)."""
     den = DATA.denoiser(sde)
     m_T, v_T = exact_moments(sde, sde.T)
     counter = ProbeNoise()
     start = torch.full((2, 1), m_T, dtype=torch.float64)
-    S.sample(sampler, den, x_T=start, n_steps=n, noise=counter, progress=False)
+    S.sample(sampler, den, x_T=start, n_steps=n, noise=counter, grid=grid, progress=False)
     x_T = torch.full((counter.k + 2, 1), m_T, dtype=torch.float64)
     x_T[1] += v_T**0.5
-    y = S.sample(sampler, den, x_T=x_T, n_steps=n, noise=ProbeNoise(), progress=False).x[:, 0]
+    res = S.sample(sampler, den, x_T=x_T, n_steps=n, noise=ProbeNoise(), grid=grid, progress=False)
+    y = res.x[:, 0]
     return float(y[0]), float(((y[1:] - y[0]) ** 2).sum())
 
 
@@ -145,7 +149,8 @@ def test_samples_follow_the_discrete_law(key):
     m_n, v_n = discrete_moments(sampler, n)
     gen = torch.Generator().manual_seed(11)
     x_T = DATA.sample_marginal(SDE, SDE.T, 200_000, generator=gen)
-    x = S.sample(sampler, DATA.denoiser(SDE), x_T=x_T, n_steps=n, generator=gen, progress=False).x
+    den = DATA.denoiser(SDE)
+    x = S.sample(sampler, den, x_T=x_T, n_steps=n, generator=gen, grid=GRID, progress=False).x
     mean, var, se_mean, se_var = sample_moments(x)
     msg = f"{key}: sample ({mean:.5f}, {var:.5f}), discrete law ({m_n:.5f}, {v_n:.5f})"
     assert abs(mean - m_n) <= K_SE * se_mean, msg

@@ -12,9 +12,10 @@ How the final step maps (``docs/samplers-multistep.md`` has the full table): a f
 zero (``final_sigmas_type="zero"``, DDIM's ``set_alpha_to_one``) is our ``denoise_final=True``;
 diffusers counts that jump as the (first-order) final step of ``lower_order_final``, so on our grid,
 which stops before it, the matching option is ``lower_order_final=False``. DEIS and DPM-Solver
-lower the order near the end below 15 steps only, as ours do; diffusers' UniPC does it at every step
+lower the order near the end below 15 steps only, as ours do with ``lower_order_final=True`` (our
+default ``"auto"`` decides from the grid's geometry instead); diffusers' UniPC does it at every step
 count (ours below 15 steps, see ``UniPC``), so its ``final_sigmas_type="sigma_min"`` cases use
-10 steps.
+10 steps and ``lower_order_final=True``.
 
 Tolerances. (1) With diffusers' schedule tables upcast to float64 (``upcast``) both sides do the
 same float64 arithmetic in a different order: rounding of ``1e-16`` per operation, amplified by the
@@ -85,9 +86,10 @@ CASES = [
          points="m-1"),
     Case("unipc-3-bh1", "unipc", "UniPCMultistepScheduler",
          {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min"},
-         {"solver_order": 3, "variant": "bh1"}),
+         {"solver_order": 3, "variant": "bh1", "lower_order_final": True}),
     Case("unipc-eps", "unipc", "UniPCMultistepScheduler",
-         {"predict_x0": False, "final_sigmas_type": "sigma_min"}, {"predict_x0": False}),
+         {"predict_x0": False, "final_sigmas_type": "sigma_min"},
+         {"predict_x0": False, "lower_order_final": True}),
     Case("pndm", "pndm", "PNDMScheduler", {}, {}, spacing="leading", points="m-1", extra_nfe=1),
     Case("pndm-50", "pndm", "PNDMScheduler", {}, {}, num_inference_steps=50, spacing="leading",
          points="m-1", extra_nfe=1),

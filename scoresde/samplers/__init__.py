@@ -7,6 +7,7 @@ below; the registry-wide contract and convergence tests pick it up.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -171,7 +172,18 @@ def get_sampler(name: str | Mapping[str, Any], **options) -> Sampler:
         name = config["name"]
     if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid names are {sorted(SAMPLERS)}")
-    return SAMPLERS[name](**options)
+    cls = SAMPLERS[name]
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # after self
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    valid = [p.name for p in params if p.kind in kinds]
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    unknown = [] if open_ended else sorted(set(options) - set(valid))
+    if unknown:  # a typo would otherwise surface as Python's bare "unexpected keyword argument"
+        raise ValueError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+            f"for sampler {name!r}; its options are {valid}"
+        )
+    return cls(**options)
 
 
 def sample(

@@ -75,3 +75,16 @@ def test_log_prob_names_where_the_model_output_became_non_finite():
     d = S.Denoiser(net, inner.sde, inner.parameterization)
     with pytest.raises(FloatingPointError, match=r"non-finite model output in log_prob at t=0\.5"):
         log_prob(d, torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_a_misspelt_sampler_option_lists_the_valid_ones():
+    with pytest.raises(
+        ValueError, match=r"unknown option 'etaa' for sampler 'ddim'; its options are \['eta'\]"
+    ):
+        S.get_sampler("ddim", etaa=1.0)
+
+
+@pytest.mark.parametrize("key", sorted(S.SAMPLERS))
+def test_every_sampler_accepts_its_own_options_back(key):
+    sampler = S.get_sampler(key)
+    assert repr(S.get_sampler(sampler.to_config())) == repr(sampler)

@@ -16,6 +16,10 @@ __all__ = ["VPSDE", "SubVPSDE", "VESDE"]
 # Continuous VP family (Song et al. 2021, eqs. 11 and 33)
 
 
+# log alpha(T) >= -700 keeps alpha, alpha^2 and their ratios finite in float64 (exp(-745) = 0)
+_MAX_DECAY = 350.0
+
+
 class VPSDE(SDE):
     r"""Variance-preserving SDE, ``beta(t) = beta_min + t (beta_max - beta_min)``.
 
@@ -30,6 +34,14 @@ class VPSDE(SDE):
         self.beta_min = check_real("beta_min", beta_min, low=0.0, low_open=True)
         self.beta_max = check_real("beta_max", beta_max, low=self.beta_min)
         self.t_min, self.T = _check_t_range(t_min, T)
+        decay = self.T**2 * (self.beta_max - self.beta_min) / 4 + self.T * self.beta_min / 2
+        if decay > _MAX_DECAY:
+            # alpha(T) = exp(-decay) would underflow: lambda(T) = -inf, every sampler degenerate
+            raise ValueError(
+                f"beta_max={beta_max!r} (with beta_min={beta_min!r}, T={self.T!r}) makes "
+                f"alpha(T) = exp(-{decay:.4g}), whose square underflows in float64; expected "
+                f"T^2 (beta_max - beta_min)/4 + T beta_min/2 <= {_MAX_DECAY}"
+            )
 
     def _repr_args(self):
         return {

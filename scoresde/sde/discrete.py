@@ -33,7 +33,15 @@ class DiscreteVPSDE(SDE):
     """
 
     def __init__(self, betas, *, name: str = "custom", rescale_betas_zero_snr: bool = False):
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten().cpu()
+        try:
+            betas = torch.as_tensor(betas, dtype=torch.float64).cpu()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"betas must be a 1-D sequence of floats in (0, 1); got {betas!r}"
+            ) from err
+        if betas.ndim != 1:
+            raise ValueError(f"betas must be 1-D (one beta per train step); got shape "
+                             f"{tuple(betas.shape)}")  # fmt: skip
         if betas.numel() < 2:
             raise ValueError(f"betas must hold at least 2 values; got {betas.numel()}")
         if not isinstance(rescale_betas_zero_snr, bool):

@@ -88,3 +88,18 @@ def test_a_misspelt_sampler_option_lists_the_valid_ones():
 def test_every_sampler_accepts_its_own_options_back(key):
     sampler = S.get_sampler(key)
     assert repr(S.get_sampler(sampler.to_config())) == repr(sampler)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: S.DiscreteVPSDE("abc"), r"betas must be a 1-D sequence of floats in \(0, 1\); got 'abc'"),
+        (lambda: S.DiscreteVPSDE(torch.full((10, 2), 0.01)), r"betas must be 1-D .*got shape \(10, 2\)"),
+        (lambda: S.VPSDE(beta_max=1e5), r"beta_max=100000.0 .* makes alpha\(T\) = exp\(-2.5e\+04\)"),
+        (lambda: S.SubVPSDE(beta_max=1e5), r"beta_max=100000.0 .* whose square underflows"),
+    ],
+    ids=["str-betas", "2d-betas", "vp-underflow", "subvp-underflow"],
+)  # fmt: skip
+def test_schedules_that_cannot_be_computed_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

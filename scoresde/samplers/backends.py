@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy.integrate import DOP853, RK23, RK45, OdeSolution
+from scipy.integrate import DOP853, RK23, RK45
 from torch import Tensor
 from torchdiffeq import odeint
 
@@ -73,6 +73,7 @@ class _ScaledPFODE:
         self.accepted = self.rejected = 0
         self.nfe_start, self.guards, self.name = denoiser.nfe, guards, name
         self.lam, self.dt = math.nan, math.nan  # the last step attempted
+        self.first_bad: float | None = None  # t of the first non-finite model output
         if guards is not None:
             self.callback_accept_step = self._accept
             self.callback_reject_step = self._reject
@@ -86,6 +87,11 @@ class _ScaledPFODE:
         t = self.sde.inverse_lambda(lam.to(torch.float64))
         x = (self.sde.alpha(t).to(y.dtype) * y).to(self.dtype)
         x0 = self.denoiser.predict(x.reshape(self.shape), t).x0
+        # an adaptive solver rejects a non-finite stage, so it is no error here; the first one
+        # at a finite state is kept to name where the solve broke down (these solvers sync anyway)
+        if self.first_bad is None and not bool(torch.isfinite(x0).all()):
+            if bool(torch.isfinite(x).all()):
+                self.first_bad = float(t)
         return x0.to(y.dtype).reshape(y.shape) - y
 
     @property
@@ -97,7 +103,14 @@ class _ScaledPFODE:
         return f"t={t:.6g} with step size h={self.dt:.3g} in lambda_ after {self.spent} NFE"
 
     def collapsed(self, detail: str) -> FloatingPointError:
-        return FloatingPointError(f"{self.name}: step size collapsed ({detail}) at {self.where()}")
+        cause = (
+            ""
+            if self.first_bad is None
+            else f"; the model output first became non-finite at t={self.first_bad:.6g}"
+        )
+        return FloatingPointError(
+            f"{self.name}: step size collapsed ({detail}) at {self.where()}{cause}"
+        )
 
     def _step(self, t0, dt):
         self.lam, self.dt = float(t0), float(dt)
@@ -113,19 +126,51 @@ class _ScaledPFODE:
         self._step(t0, dt)
 
 
-def _outputs(sde, ts: Tensor, x_start: Tensor, ys: Tensor, callback, save_trajectory):
-    """States ``x = alpha y`` at the grid times from ``ys`` of shape ``(n + 1, *x.shape)``; the
-    first is ``x_start`` itself (``alpha (x / alpha)`` would round)."""
-    alpha = sde.alpha(ts.to(ys.device)).to(ys.dtype).reshape(-1, *([1] * (ys.ndim - 1)))
-    xs = torch.cat([x_start[None], alpha[1:] * ys[1:]])
-    if not bool(torch.isfinite(xs[-1]).all()):
-        raise FloatingPointError("non-finite sample at the end of the ODE solve; the model or the "
-                                 "tolerances let the solution blow up")  # fmt: skip
-    grid = ts.tolist()
-    if callback is not None:
-        for k in range(len(grid) - 1):
-            callback(StepInfo(k, grid[k], grid[k + 1], xs[k + 1], None))
-    return xs[-1], (xs if save_trajectory else None)
+class _Outputs:
+    """The states at the grid times, handed over as the solver passes them: ``x = alpha y``, the
+    callback, the trajectory if asked for, and a check that names the first grid interval whose
+    end state is not finite. Nothing else is kept, so memory does not grow with the grid."""
+
+    def __init__(self, sde, ts: Tensor, x_start: Tensor, callback, save_trajectory, func):
+        self.grid, self.alpha = ts.tolist(), sde.alpha(ts).tolist()
+        self.dtype, self.callback, self.func = x_start.dtype, callback, func
+        self.trajectory = [x_start] if save_trajectory else None
+        self.k, self.since, self.x = 0, 0, x_start
+
+    def skip_interior(self) -> None:
+        """The next state handed over is the final one (no interior state was wanted)."""
+        self.k = len(self.grid) - 2
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the states between the ends are needed at all."""
+        return self.callback is not None or self.trajectory is not None
+
+    def __call__(self, y: Tensor) -> None:
+        """``y`` at the next grid time ``ts[k + 1]``."""
+        k, grid = self.k, self.grid
+        x = (self.alpha[k + 1] * y).to(self.dtype)
+        if not bool(torch.isfinite(x).all()):
+            where = (
+                f"at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g})"
+                if self.since == k
+                else f"between t={grid[self.since]:.6g} and t={grid[k + 1]:.6g}"
+            )
+            bad = self.func.first_bad
+            cause = (
+                "" if bad is None else f"; the model output first became non-finite at t={bad:.6g}"
+            )
+            raise FloatingPointError(f"non-finite sample {where} in {self.func.name!r}{cause}")
+        if self.trajectory is not None:
+            self.trajectory.append(x)
+        if self.callback is not None:
+            self.callback(StepInfo(k, grid[k], grid[k + 1], x, None))
+        self.k = self.since = k + 1
+        self.x = x
+
+    def result(self) -> tuple[Tensor, Tensor | None]:
+        traj = None if self.trajectory is None else torch.stack(self.trajectory)
+        return self.x, traj
 
 
 def _check_method(method, choices: dict, backend: str) -> str:
@@ -206,13 +251,27 @@ class TorchdiffeqSampler(Sampler):
         rtol, atol = self.rtol, self.atol
         if not self.fixed_grid:
             rtol, atol = tolerance_floor(rtol, atol, x.dtype, self.name)
+        out = _Outputs(sde, ts, x, callback, save_trajectory, func)
         try:
-            # Fixed-grid solvers step on exactly the times they are given (no step_size option),
-            # so passing the whole grid as output times makes every grid point a step.
-            ys = odeint(func, y0, lam, method=self.method, rtol=rtol, atol=atol)
+            if self.fixed_grid:
+                # one odeint call per interval is one step of the method (torchdiffeq's fixed
+                # solvers step on exactly the times they are given), and keeps one state alive
+                y = y0
+                for i in range(ts.numel() - 1):
+                    y = odeint(func, y, lam[i : i + 2], method=self.method)[1]
+                    out(y.to(x.dtype))
+            else:
+                # adaptive steps do not depend on the output times (the solver interpolates), so
+                # without a trajectory or callback only the end point is asked for
+                times = lam if out.wanted else lam[[0, -1]]
+                ys = odeint(func, y0, times, method=self.method, rtol=rtol, atol=atol)
+                if not out.wanted:
+                    out.skip_interior()
+                for y in ys[1:]:
+                    out(y.to(x.dtype))
         except AssertionError as err:  # torchdiffeq's "underflow in dt"
             raise func.collapsed(str(err)) from err
-        x, traj = _outputs(sde, ts, x, ys.to(x.dtype), callback, save_trajectory)
+        x, traj = out.result()
         stats = (
             {}
             if self.fixed_grid
@@ -320,9 +379,16 @@ class ScipySampler(Sampler):
             lam_t = torch.tensor(lam_, dtype=torch.float64, device=x.device)
             return func(lam_t, y_t).to("cpu", torch.float64).numpy()
 
-        # solve_ivp's loop, unrolled so that every step's t and size are seen by the guards
+        out = _Outputs(sde, ts, x, callback, save_trajectory, func)
+
+        def emit(y: np.ndarray) -> None:
+            out(torch.from_numpy(np.ascontiguousarray(y)).reshape(x.shape).to(x.device))
+
+        # solve_ivp's loop, unrolled so that every step's t and size are seen by the guards, and
+        # each grid time is read from the dense output of the step that passes it (then dropped)
         solver = _SCIPY_SOLVERS[self.method](rhs, lam[0], y0, lam[-1], rtol=rtol, atol=atol)
-        knots, pieces = [lam[0]], []
+        accepted, nxt, last = 0, 1, ts.numel() - 1
+        direction = 1.0 if lam[-1] > lam[0] else -1.0  # inversion runs lambda_ downwards
         while solver.status == "running":
             func.lam, func.dt = solver.t, solver.step_size or math.nan
             message = solver.step()
@@ -332,11 +398,14 @@ class ScipySampler(Sampler):
                 func.lam, func.dt = solver.t, solver.step_size
                 if solver.step_size < self.h_min:
                     raise func.collapsed(f"h < h_min={self.h_min:.3g}")
-            knots.append(solver.t)
-            pieces.append(solver.dense_output())
-        dense = OdeSolution(knots, pieces)
-        # Interior grid times from the dense output; the end point is the last step's own value.
-        ys = np.concatenate([dense(lam[:-1]), solver.y[:, None]], axis=1).T.copy()
-        ys = torch.from_numpy(ys).reshape(-1, *x.shape).to(x.device, x.dtype)
-        x, traj = _outputs(sde, ts, x, ys, callback, save_trajectory)
-        return x, traj, {"accepted_steps": len(pieces), "solver_nfev": int(solver.nfev)}
+            accepted += 1
+            dense = None
+            while out.wanted and nxt < last and direction * (lam[nxt] - solver.t) <= 0:
+                dense = solver.dense_output() if dense is None else dense
+                emit(dense(lam[nxt]))  # an interior grid time inside this step
+                nxt += 1
+        if not out.wanted:
+            out.skip_interior()
+        emit(solver.y)  # the end point is the last step's own value
+        x, traj = out.result()
+        return x, traj, {"accepted_steps": accepted, "solver_nfev": int(solver.nfev)}

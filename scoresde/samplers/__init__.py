@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..grids import Explicit, TimeGrid, UniformTime
-from ..noise import GaussianNoise, NoiseSource
+from ..noise import GaussianNoise, NoiseSource, check_generator
 from ..sde import SDE
 from ..utils import check_int
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
@@ -144,7 +144,7 @@ def sample(
     grid: TimeGrid | None = None,
     n_steps: int | None = None,
     noise: NoiseSource | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     denoise_final: bool = False,
     save_trajectory: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
@@ -163,7 +163,9 @@ def sample(
         grid: a :class:`~scoresde.grids.TimeGrid` (default ``UniformTime()``).
         n_steps: number of intervals (not NFE); ``None`` only with an ``Explicit`` grid.
         noise: noise source of stochastic samplers (default ``GaussianNoise(generator)``).
-        generator: RNG for the prior draw and the default noise.
+        generator: RNG for the prior draw and the default noise: one ``torch.Generator``, or a
+            list of them, one per sample, so that sample ``i`` depends on ``generator[i]`` only
+            (not on the batch size or the other samples).
         denoise_final: replace the final state by the model's ``x0`` at ``ts[-1]`` (+1 NFE).
         save_trajectory: keep the state at every grid time in ``result.trajectory``.
         callback: called with a :class:`StepInfo` after every step.
@@ -190,6 +192,7 @@ def sample(
         check_int("n_steps", n_steps, low=1)
     ts = grid.grid(sde, n_steps)
 
+    generator = check_generator(generator)
     x = _initial_state(sde, shape, x_T, generator, device, dtype)
     noise = GaussianNoise(generator) if noise is None else noise
     if not isinstance(noise, NoiseSource):
@@ -218,10 +221,15 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
             raise ValueError(
                 f"shape must be a tuple of positive ints (batch, *dims); got {shape!r}"
             )
-        gen_device = generator.device if generator is not None else device
-        x = sde.prior_sample(
-            shape, generator=generator, dtype=dtype or torch.float32, device=gen_device
-        )
+        dtype = dtype or torch.float32
+        if isinstance(generator, list):
+            # one (1, *dims) draw per sample from its own generator, as diffusers' randn_tensor
+            check_generator(generator, shape[0])
+            draws = [sde.prior_sample((1, *shape[1:]), generator=g, dtype=dtype) for g in generator]
+            x = torch.cat([z.to(draws[0].device) for z in draws])
+        else:
+            gen_device = generator.device if generator is not None else device
+            x = sde.prior_sample(shape, generator=generator, dtype=dtype, device=gen_device)
         return x.to(device) if device is not None else x
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point():
         raise TypeError(f"x_T must be a floating-point tensor; got {type(x_T).__name__}")
@@ -231,4 +239,6 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was given")
     if not bool(torch.isfinite(x_T).all()):
         raise ValueError("x_T must be finite; it holds NaN or inf")
+    if isinstance(generator, list):
+        check_generator(generator, x_T.shape[0])
     return x_T if device is None else x_T.to(device)

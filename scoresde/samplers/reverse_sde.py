@@ -208,9 +208,10 @@ class _FlatBrownian(torchsde.BaseBrownian):
         return self._bm.levy_area_approximation
 
 
-def _brownian_path(noise, ts: Tensor, x: Tensor, levy_area: bool) -> torchsde.BrownianInterval:
+def _brownian_path(noise, ts: Tensor, x: Tensor, levy_area: bool) -> torchsde.BaseBrownian:
     """The noise source's Brownian path; any other source seeds one from an auxiliary draw, so a
-    seeded ``GaussianNoise`` still gives reproducible samples."""
+    seeded ``GaussianNoise`` still gives reproducible samples (a per-sample source seeds one path
+    per sample from that sample's own draw)."""
     if isinstance(noise, BrownianNoise):
         if levy_area and not noise.levy_area:
             raise ValueError(
@@ -218,9 +219,10 @@ def _brownian_path(noise, ts: Tensor, x: Tensor, levy_area: bool) -> torchsde.Br
                 f"{noise!r}, expected BrownianNoise(seed, levy_area=True)"
             )
         return noise.brownian()
-    z = noise.extra(torch.empty(2, dtype=torch.float64)).cpu().numpy()
-    seed = int.from_bytes(z.tobytes(), "little") % 2**63
-    path = BrownianNoise(seed=seed, levy_area=levy_area)
+    rows = x.shape[0] if noise.per_sample else 1
+    z = noise.extra(torch.empty(rows, 2, dtype=torch.float64)).cpu().numpy()
+    seeds = [int.from_bytes(row.tobytes(), "little") % 2**63 for row in z]
+    path = BrownianNoise(seed=seeds if noise.per_sample else seeds[0], levy_area=levy_area)
     path.bind(ts, x)
     return path.brownian()
 

@@ -29,7 +29,7 @@ from .grids import (
 )
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
-from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, sample
+from .samplers import SAMPLERS, Interrupt, Sampler, SampleResult, StepInfo, get_sampler, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
 
 __version__ = "0.1.0"
@@ -67,6 +67,7 @@ __all__ = [
     "Sampler",
     "SampleResult",
     "StepInfo",
+    "Interrupt",
     "SAMPLERS",
     "get_sampler",
     "sample",

@@ -19,7 +19,7 @@ from ..noise import GaussianNoise, NoiseSource, check_generator
 from ..sde import SDE
 from ..utils import check_int
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
-from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
+from .base import AffineStep, GridSchedule, Interrupt, Sampler, SampleResult, StepInfo
 from .dpm_solver_multistep import (
     DDIM,
     DPMSolver1,
@@ -48,6 +48,7 @@ __all__ = [
     "AffineStep",
     "SampleResult",
     "StepInfo",
+    "Interrupt",
     "GridSchedule",
     "PFEuler",
     "PFHeun",
@@ -147,7 +148,7 @@ def sample(
     generator: torch.Generator | list[torch.Generator] | None = None,
     denoise_final: bool = False,
     save_trajectory: bool = False,
-    callback: Callable[[StepInfo], None] | None = None,
+    callback: Callable[[StepInfo], Tensor | None] | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -168,7 +169,10 @@ def sample(
             (not on the batch size or the other samples).
         denoise_final: replace the final state by the model's ``x0`` at ``ts[-1]`` (+1 NFE).
         save_trajectory: keep the state at every grid time in ``result.trajectory``.
-        callback: called with a :class:`StepInfo` after every step.
+        callback: called with a :class:`StepInfo` after every step; it may return a tensor that
+            replaces the state the run continues from, or return (or raise)
+            :class:`~scoresde.Interrupt` to stop: the result then holds the state reached, with
+            ``stats["interrupted_at"]`` the last step taken (``denoise_final`` is not applied).
         progress: show a tqdm bar.
         device, dtype: of the prior draw (ignored when ``x_T`` is given).
     """
@@ -190,6 +194,11 @@ def sample(
         raise ValueError(f"n_steps must be an int >= 1 for grid {grid!r}; got None")
     if n_steps is not None:
         check_int("n_steps", n_steps, low=1)
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be callable as callback(StepInfo) or None; got {callback!r} "
+            f"({type(callback).__name__})"
+        )
     ts = grid.grid(sde, n_steps)
 
     generator = check_generator(generator)
@@ -206,7 +215,7 @@ def sample(
             denoiser, sde, ts, x, noise=noise, callback=callback, progress=progress,
             save_trajectory=save_trajectory,
         )  # fmt: skip
-        if denoise_final:
+        if denoise_final and "interrupted_at" not in stats:
             x = denoiser.predict(x, ts[-1].to(x.device)).x0
     stats = {"n_steps": ts.numel() - 1, "time_s": time.perf_counter() - start, **stats}
     return SampleResult(x=x, nfe=denoiser.nfe, ts=ts, trajectory=trajectory, stats=stats)

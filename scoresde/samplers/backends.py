@@ -15,7 +15,8 @@ The grid's times are output times: adaptive methods choose their own steps and i
 (``trajectory`` and ``callback`` see the solution at the grid), and fixed-step methods step
 exactly on the grid (never silently on output times only; torchdiffeq issue #137). NFE is the
 Denoiser's count, like every other sampler's; ``callback`` runs once per grid time after the
-solve, with ``x0 = None``.
+solve, with ``x0 = None``: returning ``Interrupt`` truncates the result at that grid time, and
+returning a replacement state is an error (the solve is already done).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from ..utils import check_real
-from .base import Sampler, StepInfo
+from .base import Sampler, StepInfo, run_callback
 
 __all__ = ["TorchdiffeqSampler", "TorchdiffeqFixedSampler", "ScipySampler"]
 
@@ -71,19 +72,31 @@ class _ScaledPFODE:
         self.rejected += 1
 
 
-def _outputs(sde, ts: Tensor, x_start: Tensor, ys: Tensor, callback, save_trajectory):
+def _outputs(sde, ts: Tensor, x_start: Tensor, ys: Tensor, callback, save_trajectory, name):
     """States ``x = alpha y`` at the grid times from ``ys`` of shape ``(n + 1, *x.shape)``; the
-    first is ``x_start`` itself (``alpha (x / alpha)`` would round)."""
+    first is ``x_start`` itself (``alpha (x / alpha)`` would round). The callback runs after the
+    solve: it may stop the result at a grid time, but cannot replace a state."""
     alpha = sde.alpha(ts.to(ys.device)).to(ys.dtype).reshape(-1, *([1] * (ys.ndim - 1)))
     xs = torch.cat([x_start[None], alpha[1:] * ys[1:]])
     if not bool(torch.isfinite(xs[-1]).all()):
         raise FloatingPointError("non-finite sample at the end of the ODE solve; the model or the "
                                  "tolerances let the solution blow up")  # fmt: skip
     grid = ts.tolist()
+    stats: dict[str, Any] = {}
     if callback is not None:
         for k in range(len(grid) - 1):
-            callback(StepInfo(k, grid[k], grid[k + 1], xs[k + 1], None))
-    return xs[-1], (xs if save_trajectory else None)
+            x_k = xs[k + 1]
+            x_cb, stop = run_callback(callback, StepInfo(k, grid[k], grid[k + 1], x_k, None), name)
+            if x_cb is not x_k:
+                raise ValueError(
+                    f"{name!r} integrates the whole grid in one solve, so its callback cannot "
+                    "replace the state; use a step-based sampler (e.g. 'dpm_solver_pp_2m' or "
+                    "'pf_rk4') to steer the run"
+                )
+            if stop:
+                xs, stats = xs[: k + 2], {"interrupted_at": k}
+                break
+    return xs[-1], (xs if save_trajectory else None), stats
 
 
 def _check_method(method, choices: dict, backend: str) -> str:
@@ -149,12 +162,9 @@ class TorchdiffeqSampler(Sampler):
         # Fixed-grid solvers step on exactly the times they are given (no step_size option), so
         # passing the whole grid as output times makes every grid point a step.
         ys = odeint(func, y0, lam, method=self.method, rtol=self.rtol, atol=self.atol)
-        x, traj = _outputs(sde, ts, x, ys, callback, save_trajectory)
-        stats = (
-            {}
-            if self.fixed_grid
-            else {"accepted_steps": func.accepted, "rejected_steps": func.rejected}
-        )
+        x, traj, stats = _outputs(sde, ts, x, ys, callback, save_trajectory, self.name)
+        if not self.fixed_grid:
+            stats.update(accepted_steps=func.accepted, rejected_steps=func.rejected)
         return x, traj, stats
 
 
@@ -244,5 +254,5 @@ class ScipySampler(Sampler):
         # Interior grid times from the dense output; the end point is the last step's own value.
         ys = np.concatenate([sol.sol(lam[:-1]), sol.y[:, -1:]], axis=1).T.copy()
         ys = torch.from_numpy(ys).reshape(-1, *x.shape).to(x.device, x.dtype)
-        x, traj = _outputs(sde, ts, x, ys, callback, save_trajectory)
-        return x, traj, {"accepted_steps": sol.t.size - 1, "solver_nfev": int(sol.nfev)}
+        x, traj, stats = _outputs(sde, ts, x, ys, callback, save_trajectory, self.name)
+        return x, traj, {**stats, "accepted_steps": sol.t.size - 1, "solver_nfev": int(sol.nfev)}

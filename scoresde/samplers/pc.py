@@ -177,6 +177,10 @@ class PredictorCorrector(Sampler):
         corrector = None if self.corrector is None else self.corrector.init(sde, ts, x)
         return self.predictor.init(denoiser, sde, ts, x), corrector
 
+    def replace_state(self, x, state):
+        p_state, c_state = state
+        return self.predictor.replace_state(x, p_state), c_state
+
     def step(self, denoiser, sde, ts, i, x, state, noise):
         p_state, c_state = state
         x, p_state = self.predictor.step(denoiser, sde, ts, i, x, p_state, noise)

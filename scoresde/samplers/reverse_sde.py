@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..noise import BrownianNoise
-from .base import AffineStep, GridSchedule, Sampler, StepInfo
+from .base import AffineStep, GridSchedule, Sampler, StepInfo, run_callback
 
 __all__ = ["EulerMaruyama", "ReverseDiffusion", "Ancestral", "TorchsdeSampler"]
 
@@ -286,6 +286,7 @@ class TorchsdeSampler(Sampler):
         y = x.reshape(x.shape[0], -1)
         trajectory = [x] if save_trajectory else None
         grid = ts.tolist()
+        stats: dict[str, Any] = {"method": self.method}
         for i in tqdm(range(len(grid) - 1), desc=self.name, disable=not progress, leave=False):
             module.clear()
             # dt above the interval: torchsde clips a step at the end time, so it takes exactly
@@ -299,9 +300,15 @@ class TorchsdeSampler(Sampler):
                     f"non-finite sample at step {i} (t={grid[i]:.6g} -> t_next={grid[i + 1]:.6g}) "
                     f"in {self.name!r} (method {self.method!r})"
                 )
+            stop = False
+            if callback is not None:
+                x_i, stop = run_callback(callback, StepInfo(i, grid[i], grid[i + 1], x_i, None),
+                                         self.name)  # fmt: skip
+                y = x_i.reshape(y.shape)
             if trajectory is not None:
                 trajectory.append(x_i)
-            if callback is not None:
-                callback(StepInfo(i, grid[i], grid[i + 1], x_i, None))
+            if stop:
+                stats["interrupted_at"] = i
+                break
         traj = None if trajectory is None else torch.stack(trajectory)
-        return y.reshape(x.shape), traj, {"method": self.method}
+        return y.reshape(x.shape), traj, stats

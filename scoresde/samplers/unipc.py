@@ -193,7 +193,7 @@ class UniPC(Sampler):
         p = denoiser.predict(x, state["t"][i])
         m_new = p.x0 if self.predict_x0 else p.eps
         m = state["m"]
-        if i > 0:
+        if i > 0 and not state.pop("replaced", False):
             # UniC for step i - 1: correct x at t_i with the evaluation just made at it
             c = state["corr"][i - 1]
             x = c[0] * state["x_prev"] + c[1] * m_new
@@ -206,6 +206,12 @@ class UniPC(Sampler):
             x_next = x_next + w[1 + j] * m[j]
         state["m"], state["x_prev"] = m, x
         return x_next, state
+
+    def replace_state(self, x, state):
+        # the corrector would rebuild x at t_i from x at t_{i-1}, undoing the replacement: skip it
+        # once, so the run continues from x exactly
+        state["replaced"] = True
+        return state
 
 
 # -------------------------------------------------------------------------------------------

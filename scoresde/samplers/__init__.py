@@ -174,7 +174,9 @@ def sample(
             :class:`~scoresde.Interrupt` to stop: the result then holds the state reached, with
             ``stats["interrupted_at"]`` the last step taken (``denoise_final`` is not applied).
         progress: show a tqdm bar.
-        device, dtype: of the prior draw (ignored when ``x_T`` is given).
+        device, dtype: of the prior draw (``x_T`` is moved to ``device``; a ``dtype`` that
+            differs from ``x_T``'s is an error). The state must have the network's dtype and
+            device (checked before the first call when the network is an ``nn.Module``).
     """
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
@@ -203,6 +205,7 @@ def sample(
 
     generator = check_generator(generator)
     x = _initial_state(sde, shape, x_T, generator, device, dtype)
+    denoiser.check_placement(x)
     noise = GaussianNoise(generator) if noise is None else noise
     if not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be a NoiseSource; got {type(noise).__name__}")
@@ -244,6 +247,10 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
         raise TypeError(f"x_T must be a floating-point tensor; got {type(x_T).__name__}")
     if x_T.ndim < 1:
         raise ValueError("x_T must have shape (batch, *dims); got a 0-d tensor")
+    if dtype is not None and dtype != x_T.dtype:
+        raise ValueError(
+            f"x_T is {x_T.dtype} but dtype={dtype} was given; give one of them (or x_T.to(dtype))"
+        )
     if shape is not None and tuple(shape) != tuple(x_T.shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was given")
     if not bool(torch.isfinite(x_T).all()):

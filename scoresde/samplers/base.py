@@ -232,6 +232,13 @@ class GridSchedule:
         """Move a float64 coefficient table to ``like``'s device and dtype (once per run)."""
         return c.to(device=like.device, dtype=like.dtype)
 
+    @staticmethod
+    def times(t: Tensor, like: Tensor) -> Tensor:
+        """Move float64 times to ``like``'s device, keeping float64: they feed the schedule and
+        the network's time conditioning, which a float16 or bfloat16 state would round (float16
+        has 11 bits: t = 0.999 and 0.9995 are one number)."""
+        return t.to(device=like.device, dtype=torch.float64)
+
 
 class AffineStep(Sampler):
     """Base of the one-evaluation samplers whose step is affine in the state, the prediction and

@@ -66,7 +66,7 @@ class LangevinCorrector:
         # epsilon = 2 a r^2 (mean|z| / mean|s|)^2 = k (mean|z| / mean|eps|)^2 (|s| = |eps| / sigma)
         k = 2.0 * a * (self.snr * s.sigma[1:]) ** 2
         cast = GridSchedule.cast
-        return cast(s.t[1:], x), cast(s.sigma[1:], x), cast(k, x)
+        return GridSchedule.times(s.t[1:], x), cast(s.sigma[1:], x), cast(k, x)
 
     def correct(self, denoiser, ts, i, x, state, noise):
         """``n_steps`` Langevin steps at ``ts[i + 1]``."""

@@ -185,7 +185,7 @@ class UniPC(Sampler):
                 corr[i, 0], corr[i, 1 : 1 + len(w)] = A, torch.stack(w)
         cast = GridSchedule.cast
         return {
-            "t": cast(s.t, x), "pred": cast(pred, x), "corr": cast(corr, x), "orders": orders,
+            "t": GridSchedule.times(s.t, x), "pred": cast(pred, x), "corr": cast(corr, x), "orders": orders,
             "m": [], "x_prev": None,
         }  # fmt: skip
 
@@ -248,7 +248,7 @@ class _PseudoLinearMultistep(Sampler):
         a_mid, b_mid = transfer(i, mid)
         cast = GridSchedule.cast
         return {
-            "t": cast(s.t[: n + 1], x), "t_mid": cast(s.t[n + 1 :], x),
+            "t": GridSchedule.times(s.t[: n + 1], x), "t_mid": GridSchedule.times(s.t[n + 1 :], x),
             "a": cast(a, x), "b": cast(b, x), "a_mid": cast(a_mid, x), "b_mid": cast(b_mid, x),
             "eps": [],
         }  # fmt: skip

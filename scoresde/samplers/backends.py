@@ -99,6 +99,17 @@ def _outputs(sde, ts: Tensor, x_start: Tensor, ys: Tensor, callback, save_trajec
     return xs[-1], (xs if save_trajectory else None), stats
 
 
+def check_tolerance(name: str, rtol: float, dtype: torch.dtype) -> None:
+    """An adaptive solver stepping in ``dtype`` cannot meet an ``rtol`` below its resolution: its
+    step size shrinks until it underflows (float16) or runs thousands of steps (bfloat16)."""
+    eps = torch.finfo(dtype).eps
+    if rtol < eps:
+        raise ValueError(
+            f"rtol={rtol:g} of {name!r} is below the resolution of a {dtype} state "
+            f"(machine epsilon {eps:.3g}); give rtol >= {eps:.3g} or sample in float32"
+        )
+
+
 def _check_method(method, choices: dict, backend: str) -> str:
     if method not in choices:
         raise ValueError(f"method must be one of {sorted(choices)} for {backend}; got {method!r}")
@@ -156,6 +167,8 @@ class TorchdiffeqSampler(Sampler):
     def run(
         self, denoiser, sde, ts, x, *, noise, callback=None, progress=True, save_trajectory=False
     ):
+        if not self.fixed_grid:
+            check_tolerance(self.name, self.rtol, x.dtype)
         lam = sde.lambda_(ts).to(x.device)
         y0 = x / sde.alpha(ts[0]).to(x.device, x.dtype)
         func = _ScaledPFODE(denoiser, sde, x.shape, count_steps=not self.fixed_grid)

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..utils import check_bool, check_int, check_real
+from .backends import check_tolerance
 from .base import GridSchedule, Sampler, StepInfo, run_callback
 from .lambda_space import (
     SINGLESTEP_RATIOS,
@@ -240,6 +241,7 @@ class DPMSolverAdaptive(Sampler):
     def run(
         self, denoiser, sde, ts, x, *, noise, callback=None, progress=True, save_trajectory=False
     ):
+        check_tolerance(self.name, self.rtol, x.dtype)
         grid = ts.tolist()
         lam = sde.lambda_(ts).tolist()
         trajectory = [x] if save_trajectory else None

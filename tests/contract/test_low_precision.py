@@ -128,3 +128,17 @@ def test_x_T_and_a_different_dtype_are_refused():
     den = S.Denoiser(Recorder(), S.VPSDE(), "eps")
     with pytest.raises(ValueError, match=r"x_T is torch.float32 but dtype=torch.float16"):
         S.sample("pf_euler", den, x_T=torch.zeros(2, 3), n_steps=3, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("key", ["torchdiffeq", "dpm_solver_adaptive"])
+def test_adaptive_solvers_refuse_a_tolerance_below_the_state_resolution(key):
+    """float16's machine epsilon is 9.8e-4: a tolerance below it cannot be met (the step size
+    underflows); one above it samples normally."""
+    den = S.Denoiser(Recorder(), S.VPSDE(), "x0")
+    with pytest.raises(ValueError, match=rf"rtol=1e-05 of '{key}' is below the resolution of a "
+                                         r"torch.float16 state \(machine epsilon 0.000977\)"):  # fmt: skip
+        S.sample(S.get_sampler(key, rtol=1e-5), den, shape=(2, 3), n_steps=2,
+                 dtype=torch.float16, progress=False)  # fmt: skip
+    res = S.sample(S.get_sampler(key, rtol=2e-2, atol=2e-2), den, shape=(2, 3), n_steps=2,
+                   dtype=torch.float16, progress=False)  # fmt: skip
+    assert res.x.dtype == torch.float16 and torch.isfinite(res.x).all()

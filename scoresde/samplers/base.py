@@ -235,8 +235,8 @@ class GridSchedule:
     @staticmethod
     def times(t: Tensor, like: Tensor) -> Tensor:
         """Move float64 times to ``like``'s device, keeping float64: they feed the schedule and
-        the network's time conditioning, which a float16 or bfloat16 state would round (float16
-        has 11 bits: t = 0.999 and 0.9995 are one number)."""
+        the network's time conditioning, which a float16 or bfloat16 state would round (near
+        t = 1 float16 steps by 4.9e-4, bfloat16 by 3.9e-3)."""
         return t.to(device=like.device, dtype=torch.float64)
 
 

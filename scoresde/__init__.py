@@ -33,7 +33,16 @@ from .grids import (
 )
 from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
-from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, invert, sample
+from .samplers import (
+    SAMPLERS,
+    Interrupt,
+    Sampler,
+    SampleResult,
+    StepInfo,
+    get_sampler,
+    invert,
+    sample,
+)
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
 
 __version__ = "0.1.0"
@@ -78,6 +87,7 @@ __all__ = [
     "Sampler",
     "SampleResult",
     "StepInfo",
+    "Interrupt",
     "SAMPLERS",
     "get_sampler",
     "sample",

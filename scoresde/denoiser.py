@@ -231,12 +231,27 @@ def _check_interval(interval) -> tuple[float, float]:
     return lo, hi
 
 
+def _first_parameter(net) -> Tensor | None:
+    """The first parameter of ``net``, or of an ``nn.Module`` it holds as an attribute (adapter
+    wrappers such as ``DiffusersUNet``); ``None`` for a plain function."""
+    modules = [net] if isinstance(net, torch.nn.Module) else [
+        v for v in getattr(net, "__dict__", {}).values() if isinstance(v, torch.nn.Module)
+    ]  # fmt: skip
+    for module in modules:
+        param = next(module.parameters(), None)
+        if param is not None:
+            return param
+    return None
+
+
 class Denoiser:
     """A network wrapped with its SDE, parameterization and time conditioning.
 
     Args:
         net: callable ``net(x, t_in)`` with ``x`` of shape ``(batch, *dims)`` and ``t_in`` of shape
-            ``(batch,)``, returning a tensor shaped like ``x``.
+            ``(batch,)``, returning a tensor shaped like ``x``. ``t_in`` has ``x``'s dtype, or
+            float32 when ``x`` is float16 or bfloat16 (the conditioning is never rounded to a
+            half-precision state; cast it inside the network if a layer needs the state's dtype).
         sde: the forward process the network was trained under.
         parameterization: what ``net`` outputs (:class:`Parameterization` or its name).
         time_input: how continuous ``t`` maps to ``t_in``; a :class:`TimeInput` or one of
@@ -340,6 +355,24 @@ class Denoiser:
     def reset_nfe(self) -> None:
         self.nfe = 0
 
+    def check_placement(self, x: Tensor, name: str = "x_T") -> None:
+        """Raise if ``x`` and the network's parameters differ in dtype or device (when the network
+        is an ``nn.Module``, or wraps one, with parameters): caught before the first call."""
+        param = _first_parameter(self.net)
+        if param is None:
+            return
+        if param.device != x.device:
+            raise ValueError(
+                f"{name} is on {x.device} but the network's parameters are on {param.device}; "
+                f"move one to the other (e.g. x_T.to({str(param.device)!r}) or net.to(...))"
+            )
+        if param.dtype != x.dtype:
+            raise ValueError(
+                f"{name} is {x.dtype} but the network's parameters are {param.dtype}; sample in "
+                f"the network's dtype (dtype={param.dtype} or x_T.to({param.dtype})) or cast the "
+                "network"
+            )
+
     def _batch_time(self, x: Tensor, t: Tensor | float) -> Tensor:
         t = as_time(t).to(x.device)
         if t.ndim == 0:
@@ -354,7 +387,9 @@ class Denoiser:
         """One network call at ``(x, t)``, in the network's own parameterization (with the
         variance channels of a ``learned_variance`` network)."""
         t = self._batch_time(x, t)
-        t_in = self.time_input(self.sde, t).to(x.dtype)
+        # float32 or better, never the state's float16/bfloat16: those round t, sigma or the
+        # train index (bfloat16 keeps 8 bits: index 997 becomes 996)
+        t_in = self.time_input(self.sde, t).to(torch.promote_types(x.dtype, torch.float32))
         if self.guidance is None:
             out = self.net(x, t_in, **self.model_kwargs)
         elif isinstance(self.guidance, ClassifierFreeGuidance):

@@ -139,6 +139,19 @@ def add_train_parsers(subparsers) -> None:
         help="replace the last state by the model's x0 prediction (one of the --nfe calls)",
     )
     p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument(
+        "--class-label",
+        default=None,
+        help="class-conditional checkpoints: the label of every sample, or a comma-separated "
+        "list that the samples cycle through (e.g. 0,1,2,...,9)",
+    )
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.0,
+        help="with --class-label: classifier-free guidance scale w (1 = the conditional model, "
+        "one network call per NFE; otherwise conditional and unconditional in one doubled batch)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PNG file (images) or .pt file (any data)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
@@ -351,6 +364,7 @@ def run_sample(args) -> int:
         ckpt = load(args.ckpt, map_location=args.device)
         denoiser = load_denoiser(ckpt, ema=not args.no_ema)
         denoiser.net.to(args.device)
+        denoiser = _conditioned(denoiser, ckpt, args)
         sampler = get_sampler(_config_arg("--sampler", args.sampler))
         grid = (
             sampler.default_grid
@@ -391,12 +405,79 @@ def run_sample(args) -> int:
         save_grid(float_to_images(res.x.cpu()), out)
     else:
         torch.save(res.x.cpu(), out)
+    cond = ""
+    if args.class_label is not None:
+        cond = f", class {args.class_label}, guidance scale {args.guidance_scale:g}"
     print(
         f"{args.n} samples with {sampler!r} ({n_steps} steps, {res.nfe} NFE measured, "
-        f"grid {grid!r}{', denoised final step' if args.denoise_final else ''}) "
+        f"grid {grid!r}{', denoised final step' if args.denoise_final else ''}{cond}) "
         f"in {seconds:.1f}s -> {out}"
     )
     return 0
+
+
+def _conditioned(denoiser, ckpt: dict, args):
+    """The checkpoint's denoiser conditioned on ``--class-label`` (with classifier-free guidance
+    at ``--guidance-scale``), or unconditional, with a warning for a class-conditional model."""
+    import warnings
+
+    from .denoiser import ClassifierFreeGuidance, Denoiser
+
+    if not math.isfinite(args.guidance_scale):
+        raise ValueError(f"--guidance-scale must be a finite number; got {args.guidance_scale}")
+    num_classes = ckpt["model_config"].get("num_classes")
+    dropout = ckpt.get("train_config", {}).get("label_dropout")
+    if args.class_label is None:
+        if args.guidance_scale != 1.0:
+            raise ValueError(
+                f"--guidance-scale {args.guidance_scale} needs --class-label (the class to guide "
+                "towards); got no label"
+            )
+        if num_classes is not None:
+            trained = "" if dropout is None else f" (trained with label dropout {dropout})"
+            warnings.warn(
+                f"{args.ckpt} is class-conditional ({num_classes} classes) and no --class-label "
+                f"was given: this samples the unconditional model{trained}; pass --class-label "
+                f"K with K in [0, {num_classes - 1}] for class K",
+                UserWarning,
+                stacklevel=2,
+            )
+        return denoiser
+    if num_classes is None:
+        raise ValueError(
+            f"--class-label needs a class-conditional checkpoint; {args.ckpt} was trained "
+            "without labels (its model config has num_classes=None)"
+        )
+    try:
+        labels = [int(v) for v in str(args.class_label).split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--class-label must be an int or a comma-separated list of ints; "
+            f"got {args.class_label!r}"
+        ) from None
+    bad = [v for v in labels if not 0 <= v < num_classes]
+    if bad:
+        raise ValueError(
+            f"--class-label must be in [0, {num_classes - 1}] for this checkpoint "
+            f"({num_classes} classes); got {bad[0]}"
+        )
+    y = torch.tensor([labels[i % len(labels)] for i in range(args.n)], device=args.device)
+    kwargs = {"time_input": denoiser.time_input}
+    if args.guidance_scale == 1.0:
+        kwargs["model_kwargs"] = {"class_labels": y}
+    else:
+        if dropout == 0.0:
+            warnings.warn(
+                f"{args.ckpt} was trained without label dropout, so its unconditional model is "
+                "untrained and guidance mixes in an arbitrary output",
+                UserWarning,
+                stacklevel=2,
+            )
+        null = torch.full_like(y, num_classes)  # the UNet's "no class" row
+        kwargs["guidance"] = ClassifierFreeGuidance(
+            args.guidance_scale, cond={"class_labels": y}, uncond={"class_labels": null}
+        )
+    return Denoiser(denoiser.net, denoiser.sde, denoiser.parameterization, **kwargs)
 
 
 def save_grid(images, path: Path, *, nrow: int | None = None) -> None:

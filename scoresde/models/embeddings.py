@@ -39,8 +39,10 @@ class GaussianFourierEmbedding(nn.Module):
         self.register_buffer("W", torch.randn(dim // 2, generator=gen) * scale)
 
     def forward(self, t: Tensor) -> Tensor:
-        proj = 2 * math.pi * t.to(self.W.dtype)[:, None] * self.W
-        return torch.cat([proj.sin(), proj.cos()], dim=-1)
+        # float32 or better: in float16, 2 pi W t reaches 1e5 and overflows (and rounds t)
+        work = torch.promote_types(self.W.dtype, torch.float32)
+        proj = 2 * math.pi * t.to(work)[:, None] * self.W.to(work)
+        return torch.cat([proj.sin(), proj.cos()], dim=-1).to(self.W.dtype)
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -65,8 +67,10 @@ class SinusoidalEmbedding(nn.Module):
         self.register_buffer("freqs", torch.exp(-math.log(max_period) * k / (dim // 2)))
 
     def forward(self, t: Tensor) -> Tensor:
-        proj = self.scale * t.to(self.freqs.dtype)[:, None] * self.freqs
-        return torch.cat([proj.sin(), proj.cos()], dim=-1)
+        # float32 or better: scale * t reaches 1000, where float16 steps by 0.5
+        work = torch.promote_types(self.freqs.dtype, torch.float32)
+        proj = self.scale * t.to(work)[:, None] * self.freqs.to(work)
+        return torch.cat([proj.sin(), proj.cos()], dim=-1).to(self.freqs.dtype)
 
 
 def make_embedding(kind: str, dim: int, scale: float) -> nn.Module:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..grids import Explicit, TimeGrid
-from ..noise import GaussianNoise, NoiseSource
+from ..noise import GaussianNoise, NoiseSource, check_generator
 from ..sde import SDE
 from ..utils import check_int
 from .adams import IPNDM, LMS
@@ -27,10 +27,12 @@ from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import (
     AffineStep,
     GridSchedule,
+    Interrupt,
     Sampler,
     SampleResult,
     StepInfo,
     option_from_config,
+    run_callback,
     zero_snr_first_step,
 )
 from .dpm_solver_multistep import (
@@ -65,6 +67,7 @@ __all__ = [
     "AffineStep",
     "SampleResult",
     "StepInfo",
+    "Interrupt",
     "GridSchedule",
     "zero_snr_first_step",
     "PFEuler",
@@ -196,10 +199,10 @@ def sample(
     grid: TimeGrid | None = None,
     n_steps: int | None = None,
     noise: NoiseSource | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     denoise_final: bool = False,
     save_trajectory: bool = False,
-    callback: Callable[[StepInfo], None] | None = None,
+    callback: Callable[[StepInfo], Tensor | None] | None = None,
     progress: bool = True,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -215,12 +218,19 @@ def sample(
         grid: a :class:`~scoresde.grids.TimeGrid` (default: the sampler's ``default_grid``).
         n_steps: number of intervals (not NFE); ``None`` only with an ``Explicit`` grid.
         noise: noise source of stochastic samplers (default ``GaussianNoise(generator)``).
-        generator: RNG for the prior draw and the default noise.
+        generator: RNG for the prior draw and the default noise: one ``torch.Generator``, or a
+            list of them, one per sample, so that sample ``i`` depends on ``generator[i]`` only
+            (not on the batch size or the other samples).
         denoise_final: replace the final state by the model's ``x0`` at ``ts[-1]`` (+1 NFE).
         save_trajectory: keep the state at every grid time in ``result.trajectory``.
-        callback: called with a :class:`StepInfo` after every step.
+        callback: called with a :class:`StepInfo` after every step; it may return a tensor that
+            replaces the state the run continues from, or return (or raise)
+            :class:`~scoresde.Interrupt` to stop: the result then holds the state reached, with
+            ``stats["interrupted_at"]`` the last step taken (``denoise_final`` is not applied).
         progress: show a tqdm bar.
-        device, dtype: of the prior draw (ignored when ``x_T`` is given).
+        device, dtype: of the prior draw (``x_T`` is moved to ``device``; a ``dtype`` that
+            differs from ``x_T``'s is an error). The state must have the network's dtype and
+            device (checked before the first call when the network is an ``nn.Module``).
     """
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
@@ -239,11 +249,18 @@ def sample(
     if n_steps is not None:
         n_steps = check_int("n_steps", n_steps, low=1)
         _check_memory("n_steps", n_steps, _TABLE_BYTES_PER_STEP, "the grid's coefficient tables")
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"callback must be callable as callback(StepInfo) or None; got {callback!r} "
+            f"({type(callback).__name__})"
+        )
     ts = grid.grid(sde, n_steps)
 
+    generator = check_generator(generator)
     x = _initial_state(sde, shape, x_T, generator, device, dtype)
     if save_trajectory:
         _check_memory("n_steps", ts.numel() - 1, x.nbytes, "save_trajectory=True")
+    denoiser.check_placement(x)
     noise = GaussianNoise(generator) if noise is None else noise
     if not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be a NoiseSource; got {type(noise).__name__}")
@@ -254,18 +271,20 @@ def sample(
     with torch.inference_mode():
         # alpha = 0 at the first time (zero terminal SNR, rectified flow): samplers whose step
         # is not finite there start with the lambda -> -inf limit of a first-order step
-        first = None
+        first, stop = None, False
         if not sampler.zero_snr_start and float(sde.alpha(ts[0])) == 0.0:
             first = zero_snr_first_step(sampler, denoiser, sde, ts, x, noise)
             if callback is not None:
-                callback(StepInfo(0, float(ts[0]), float(ts[1]), first, denoiser.last.x0))
+                info = StepInfo(0, float(ts[0]), float(ts[1]), first, denoiser.last.x0)
+                first, stop = run_callback(callback, info, sampler.name)
         if first is None:
             x, trajectory, stats = sampler.run(
                 denoiser, sde, ts, x, noise=noise, callback=callback, progress=progress,
                 save_trajectory=save_trajectory,
             )  # fmt: skip
-        elif ts.numel() == 2:
-            x, trajectory, stats = first, torch.stack([x, first]) if save_trajectory else None, {}
+        elif stop or ts.numel() == 2:
+            trajectory = torch.stack([x, first]) if save_trajectory else None
+            x, stats = first, {"interrupted_at": 0} if stop else {}
         else:
             x_T = x
             x, trajectory, stats = sampler.run(
@@ -275,9 +294,11 @@ def sample(
             )  # fmt: skip
             if trajectory is not None:
                 trajectory = torch.cat([x_T[None], trajectory])
+            if "interrupted_at" in stats:  # counted from ts[1]
+                stats["interrupted_at"] += 1
         if first is not None:
             stats = {"zero_snr_start": "ancestral" if sampler.stochastic else "ddim", **stats}
-        if denoise_final:
+        if denoise_final and "interrupted_at" not in stats:
             x = denoiser.predict(x, ts[-1].to(x.device)).x0
             if not bool(torch.isfinite(x).all()):
                 raise FloatingPointError(
@@ -308,8 +329,8 @@ def _check_memory(name: str, n_steps: int, bytes_per_step: int, what: str) -> No
 def _shifted(callback):
     """The callback of a run that starts at step 1 (after the zero-terminal-SNR first step)."""
 
-    def shifted(info: StepInfo) -> None:
-        callback(StepInfo(info.i + 1, info.t, info.t_next, info.x, info.x0))
+    def shifted(info: StepInfo):
+        return callback(StepInfo(info.i + 1, info.t, info.t_next, info.x, info.x0))
 
     return shifted
 
@@ -333,17 +354,28 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
             raise ValueError(
                 f"dtype must be a floating-point torch.dtype (e.g. torch.float32); got {dtype!r}"
             )
-        gen_device = generator.device if generator is not None else device
-        x = sde.prior_sample(
-            shape, generator=generator, dtype=dtype or torch.float32, device=gen_device
-        )
+        dtype = dtype or torch.float32
+        if isinstance(generator, list):
+            # one (1, *dims) draw per sample from its own generator, as diffusers' randn_tensor
+            check_generator(generator, shape[0])
+            draws = [sde.prior_sample((1, *shape[1:]), generator=g, dtype=dtype) for g in generator]
+            x = torch.cat([z.to(draws[0].device) for z in draws])
+        else:
+            gen_device = generator.device if generator is not None else device
+            x = sde.prior_sample(shape, generator=generator, dtype=dtype, device=gen_device)
         return x.to(device) if device is not None else x
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point():
         raise TypeError(f"x_T must be a floating-point tensor; got {type(x_T).__name__}")
     if x_T.ndim < 1:
         raise ValueError("x_T must have shape (batch, *dims); got a 0-d tensor")
+    if dtype is not None and dtype != x_T.dtype:
+        raise ValueError(
+            f"x_T is {x_T.dtype} but dtype={dtype} was given; give one of them (or x_T.to(dtype))"
+        )
     if shape is not None and tuple(shape) != tuple(x_T.shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was given")
     if not bool(torch.isfinite(x_T).all()):
         raise ValueError("x_T must be finite; it holds NaN or inf")
+    if isinstance(generator, list):
+        check_generator(generator, x_T.shape[0])
     return x_T if device is None else x_T.to(device)

@@ -15,7 +15,9 @@ The grid's times are output times: adaptive methods choose their own steps and i
 (``trajectory`` and ``callback`` see the solution at the grid), and fixed-step methods step
 exactly on the grid (never silently on output times only; torchdiffeq issue #137). NFE is the
 Denoiser's count, like every other sampler's; ``callback`` runs once per grid time after the
-solve, with ``x0 = None``.
+solve (or, streamed, as the solver passes each grid time), with ``x0 = None``: returning
+``Interrupt`` stops the solve at that grid time, and returning a replacement state is an error
+(a solver's own state cannot be replaced).
 
 Adaptive solves always end: tolerances below ``16 eps`` of the state's dtype are raised to it
 with a ``RuntimeWarning`` (the model is evaluated in that dtype, so its output carries rounding
@@ -38,7 +40,7 @@ from torchdiffeq import odeint
 
 from ..grids import Karras
 from ..utils import check_int, check_real
-from .base import Sampler, StepInfo, tolerance_floor
+from .base import Sampler, StepInfo, run_callback, tolerance_floor
 
 __all__ = ["TorchdiffeqSampler", "TorchdiffeqFixedSampler", "ScipySampler"]
 
@@ -126,6 +128,10 @@ class _ScaledPFODE:
         self._step(t0, dt)
 
 
+class _Stop(Exception):
+    """The callback asked to stop (``Interrupt``): the solve ends at that grid time."""
+
+
 class _Outputs:
     """The states at the grid times, handed over as the solver passes them: ``x = alpha y``, the
     callback, the trajectory if asked for, and a check that names the first grid interval whose
@@ -136,6 +142,7 @@ class _Outputs:
         self.dtype, self.callback, self.func = x_start.dtype, callback, func
         self.trajectory = [x_start] if save_trajectory else None
         self.k, self.since, self.x = 0, 0, x_start
+        self.stats: dict[str, Any] = {}
 
     def skip_interior(self) -> None:
         """The next state handed over is the final one (no interior state was wanted)."""
@@ -163,10 +170,21 @@ class _Outputs:
             raise FloatingPointError(f"non-finite sample {where} in {self.func.name!r}{cause}")
         if self.trajectory is not None:
             self.trajectory.append(x)
-        if self.callback is not None:
-            self.callback(StepInfo(k, grid[k], grid[k + 1], x, None))
         self.k = self.since = k + 1
         self.x = x
+        if self.callback is not None:
+            x_cb, stop = run_callback(
+                self.callback, StepInfo(k, grid[k], grid[k + 1], x, None), self.func.name
+            )
+            if x_cb is not x:
+                raise ValueError(
+                    f"{self.func.name!r} integrates the grid in one solve, so its callback cannot "
+                    "replace the state; use a step-based sampler (e.g. 'dpm_solver_pp_2m' or "
+                    "'pf_rk4') to steer the run"
+                )
+            if stop:
+                self.stats["interrupted_at"] = k
+                raise _Stop
 
     def result(self) -> tuple[Tensor, Tensor | None]:
         traj = None if self.trajectory is None else torch.stack(self.trajectory)
@@ -271,12 +289,12 @@ class TorchdiffeqSampler(Sampler):
                     out(y.to(x.dtype))
         except AssertionError as err:  # torchdiffeq's "underflow in dt"
             raise func.collapsed(str(err)) from err
+        except _Stop:
+            pass
         x, traj = out.result()
-        stats = (
-            {}
-            if self.fixed_grid
-            else {"accepted_steps": func.accepted, "rejected_steps": func.rejected}
-        )
+        stats = dict(out.stats)
+        if not self.fixed_grid:
+            stats.update(accepted_steps=func.accepted, rejected_steps=func.rejected)
         return x, traj, stats
 
 
@@ -387,8 +405,19 @@ class ScipySampler(Sampler):
         # solve_ivp's loop, unrolled so that every step's t and size are seen by the guards, and
         # each grid time is read from the dense output of the step that passes it (then dropped)
         solver = _SCIPY_SOLVERS[self.method](rhs, lam[0], y0, lam[-1], rtol=rtol, atol=atol)
-        accepted, nxt, last = 0, 1, ts.numel() - 1
+        last = ts.numel() - 1
         direction = 1.0 if lam[-1] > lam[0] else -1.0  # inversion runs lambda_ downwards
+        try:
+            self._solve(solver, func, out, emit, lam, direction, last)
+        except _Stop:
+            pass
+        x, traj = out.result()
+        return x, traj, {**out.stats, "accepted_steps": solver.accepted,
+                         "solver_nfev": int(solver.nfev)}  # fmt: skip
+
+    def _solve(self, solver, func, out, emit, lam, direction, last) -> None:
+        """Step ``solver`` to the end, handing each grid time it passes to ``out``."""
+        solver.accepted, nxt = 0, 1
         while solver.status == "running":
             func.lam, func.dt = solver.t, solver.step_size or math.nan
             message = solver.step()
@@ -398,7 +427,7 @@ class ScipySampler(Sampler):
                 func.lam, func.dt = solver.t, solver.step_size
                 if solver.step_size < self.h_min:
                     raise func.collapsed(f"h < h_min={self.h_min:.3g}")
-            accepted += 1
+            solver.accepted += 1
             dense = None
             while out.wanted and nxt < last and direction * (lam[nxt] - solver.t) <= 0:
                 dense = solver.dense_output() if dense is None else dense
@@ -407,5 +436,3 @@ class ScipySampler(Sampler):
         if not out.wanted:
             out.skip_interior()
         emit(solver.y)  # the end point is the last step's own value
-        x, traj = out.result()
-        return x, traj, {"accepted_steps": accepted, "solver_nfev": int(solver.nfev)}

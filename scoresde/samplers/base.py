@@ -26,14 +26,9 @@ from ..noise import NoiseSource
 from ..sde import SDE
 
 __all__ = [
-    "Sampler",
-    "AffineStep",
-    "SampleResult",
-    "StepInfo",
-    "GridSchedule",
-    "zero_snr_first_step",
-    "tolerance_floor",
-]
+    "Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule", "Interrupt",
+    "run_callback", "zero_snr_first_step", "tolerance_floor",
+]  # fmt: skip
 
 # Tolerances of adaptive solvers are floored at this many units of roundoff of the state's dtype:
 # an error estimate is a difference of two solutions, each rounded in every stage, so below a few
@@ -41,10 +36,48 @@ __all__ = [
 TOLERANCE_FLOOR_ULPS = 16
 
 
+class Interrupt(Exception):
+    """Raise it from a sampling ``callback`` (or return it) to stop sampling after that step.
+
+    :func:`scoresde.sample` then returns a :class:`SampleResult` holding the state reached (at
+    ``ts[i + 1]`` after step ``i``) with ``stats["interrupted_at"] = i``.
+    """
+
+
+def run_callback(callback, info: StepInfo, sampler: str) -> tuple[Tensor, bool]:
+    """Call ``callback(info)``: returns the state to continue from (``info.x``, or the tensor the
+    callback returned in its place) and whether the callback asked to stop."""
+    try:
+        out = callback(info)
+    except Interrupt:
+        return info.x, True
+    if out is None:
+        return info.x, False
+    if out is Interrupt or isinstance(out, Interrupt):
+        return info.x, True
+    if not isinstance(out, Tensor):
+        raise TypeError(
+            "callback must return None, a tensor that replaces the state, or scoresde.Interrupt; "
+            f"got {type(out).__name__} after step {info.i} of {sampler!r}"
+        )
+    x = info.x
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(
+            f"the tensor the callback returned after step {info.i} of {sampler!r} must match the "
+            f"state: got shape {tuple(out.shape)}, {out.dtype} on {out.device}; expected shape "
+            f"{tuple(x.shape)}, {x.dtype} on {x.device}"
+        )
+    return out, False
+
+
 @dataclass
 class StepInfo:
     """What a per-step ``callback`` receives: the state after step ``i`` (from ``t`` to
-    ``t_next``) and the last ``x0`` prediction (``None`` if the step made no network call)."""
+    ``t_next``) and the last ``x0`` prediction (``None`` if the step made no network call).
+
+    The callback may return ``None`` (observe only), a tensor like ``x`` that replaces the state
+    the run continues from (diffusers' ``callback_on_step_end``), or :class:`Interrupt` (or raise
+    it) to stop after this step."""
 
     i: int
     t: float
@@ -130,6 +163,14 @@ class Sampler(ABC):
         times and coefficients come from ``state``. No host syncs: tensor arithmetic on
         precomputed coefficients, branches on the Python int ``i`` only."""
 
+    def replace_state(self, x: Tensor, state: Any) -> Any:
+        """The sampler state to continue from after a callback replaced the state by ``x``.
+
+        Histories of multistep methods keep the model outputs at the earlier (unreplaced)
+        states, as diffusers' schedulers do; a sampler whose next step would recompute the
+        current state from the previous one (a corrector) overrides this to use ``x`` as is."""
+        return state
+
     def options(self) -> dict[str, Any]:
         """The sampler's constructor options, for ``repr`` and result tables."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -154,14 +195,16 @@ class Sampler(ABC):
         x: Tensor,
         *,
         noise: NoiseSource,
-        callback: Callable[[StepInfo], None] | None = None,
+        callback: Callable[[StepInfo], Any] | None = None,
         progress: bool = True,
         save_trajectory: bool = False,
     ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """The driver loop: ``init``, then ``step`` for every interval of ``ts``.
 
         Non-finite states are detected without a host sync per step: the index of the first bad
-        step is kept on the device and read once at the end.
+        step is kept on the device and read once at the end. After each step the ``callback``
+        may replace the state (then :meth:`replace_state` updates the sampler's state) or stop
+        the run (``stats["interrupted_at"]``).
         """
         n = ts.numel() - 1
         state = self.init(denoiser, sde, ts, x)
@@ -169,15 +212,23 @@ class Sampler(ABC):
         first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
         trajectory = [x] if save_trajectory else None
         denoiser.last = None
+        stats: dict[str, Any] = {}
         for i in tqdm(range(n), desc=self.name, disable=not progress, leave=False):
             x, state = self.step(denoiser, sde, grid, i, x, state, noise)
             bad = ~torch.isfinite(x).all()
             first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
-            if trajectory is not None:
-                trajectory.append(x)
+            stop = False
             if callback is not None:
                 last = denoiser.last
-                callback(StepInfo(i, grid[i], grid[i + 1], x, None if last is None else last.x0))
+                info = StepInfo(i, grid[i], grid[i + 1], x, None if last is None else last.x0)
+                x_cb, stop = run_callback(callback, info, self.name)
+                if x_cb is not x:
+                    x, state = x_cb, self.replace_state(x_cb, state)
+            if trajectory is not None:
+                trajectory.append(x)
+            if stop:
+                stats["interrupted_at"] = i
+                break
         k = int(first_bad)
         if k >= 0:
             raise FloatingPointError(
@@ -185,7 +236,7 @@ class Sampler(ABC):
                 f"in {self.name!r}; the first non-finite value appeared in this step's update"
             )
         traj = None if trajectory is None else torch.stack(trajectory)
-        return x, traj, {}
+        return x, traj, stats
 
 
 def config_value(name: str, value: Any) -> Any:
@@ -246,6 +297,13 @@ class GridSchedule:
     def cast(c: Tensor, like: Tensor) -> Tensor:
         """Move a float64 coefficient table to ``like``'s device and dtype (once per run)."""
         return c.to(device=like.device, dtype=like.dtype)
+
+    @staticmethod
+    def times(t: Tensor, like: Tensor) -> Tensor:
+        """Move float64 times to ``like``'s device, keeping float64: they feed the schedule and
+        the network's time conditioning, which a float16 or bfloat16 state would round (near
+        t = 1 float16 steps by 4.9e-4, bfloat16 by 3.9e-3)."""
+        return t.to(device=like.device, dtype=torch.float64)
 
 
 class AffineStep(Sampler):

@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..utils import check_bool, check_int, check_real
-from .base import GridSchedule, Sampler, StepInfo, tolerance_floor
+from .base import GridSchedule, Sampler, StepInfo, run_callback, tolerance_floor
 from .lambda_space import (
     SINGLESTEP_RATIOS,
     Tableau,
@@ -309,11 +309,18 @@ class DPMSolverAdaptive(Sampler):
                 else:
                     rejected += 1
                 h = self.theta * h_try * err ** (-1.0 / self.order) if err > 0 else math.inf
+            stop = False
+            if callback is not None:
+                x_cb, stop = run_callback(callback, StepInfo(k, grid[k], grid[k + 1], x, None),
+                                          self.name)  # fmt: skip
+                if x_cb is not x:
+                    x = x_prev = x_cb
             if trajectory is not None:
                 trajectory.append(x)
-            if callback is not None:
-                callback(StepInfo(k, grid[k], grid[k + 1], x, None))
             bar.update()
+            if stop:
+                break
         bar.close()
         traj = None if trajectory is None else torch.stack(trajectory)
-        return x, traj, {"accepted_steps": accepted, "rejected_steps": rejected}
+        stats = {"accepted_steps": accepted, "rejected_steps": rejected}
+        return x, traj, stats if not stop else {**stats, "interrupted_at": k}

@@ -121,7 +121,8 @@ class EDMStochastic(Sampler):
         c_x = alpha[1:] / alpha_hat
         c_eps = alpha[1:] * (level[1:] - level_hat)
         cast = GridSchedule.cast
-        coefs = tuple(cast(c, x) for c in (s.t, t_hat, c_hat_x, c_hat_z, c_x, c_eps))
+        times = tuple(GridSchedule.times(c, x) for c in (s.t, t_hat))
+        coefs = times + tuple(cast(c, x) for c in (c_hat_x, c_hat_z, c_x, c_eps))
         return coefs + (churned.tolist(),)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):

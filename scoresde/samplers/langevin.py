@@ -99,7 +99,7 @@ class AnnealedLangevin(Sampler):
             a = torch.exp(2.0 * (s.alpha[:-1].log() - s.alpha[1:].log()))
             step = 2.0 * a * (self.snr * sigma) ** 2
         cast = GridSchedule.cast
-        return cast(s.t[1:], x), cast(-step / sigma, x), cast((2.0 * step).sqrt(), x)
+        return GridSchedule.times(s.t[1:], x), cast(-step / sigma, x), cast((2.0 * step).sqrt(), x)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         t, c_eps, c_z = state

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..utils import check_int, check_real
+from ..utils import check_int, check_real, expand_to
 from .base import GridSchedule, Sampler
 
 __all__ = ["LangevinCorrector", "PredictorCorrector"]
@@ -43,14 +43,23 @@ class LangevinCorrector:
         snr: the signal-to-noise ratio ``r`` that sets the step size (> 0; 0.16 is the paper's
             value for CIFAR-10 with the VE SDE).
         n_steps: Langevin steps per grid time (>= 0; 0 leaves the predictor's result unchanged).
+        norms: ``"batch"`` (the reference's norms averaged over the batch, which couples the
+            samples of a batch) or ``"sample"`` (the paper's per-sample ratio: each sample's step
+            depends on that sample alone, so per-sample seeds reproduce it in any batch; suited
+            to high-dimensional data, see the module docstring).
     """
 
-    def __init__(self, *, snr: float = 0.16, n_steps: int = 1):
+    def __init__(self, *, snr: float = 0.16, n_steps: int = 1, norms: str = "batch"):
         self.snr = check_real("snr", snr, low=0.0, low_open=True)
         self.n_steps = check_int("n_steps", n_steps, low=0)
+        if norms not in ("batch", "sample"):
+            raise ValueError(f"norms must be 'batch' or 'sample'; got {norms!r}")
+        self.norms = norms
 
     def __repr__(self) -> str:
-        return f"LangevinCorrector(snr={self.snr!r}, n_steps={self.n_steps!r})"
+        return (
+            f"LangevinCorrector(snr={self.snr!r}, n_steps={self.n_steps!r}, norms={self.norms!r})"
+        )
 
     def to_config(self) -> dict:
         """``{"snr": ..., "n_steps": ...}``; ``PredictorCorrector(corrector=config)`` rebuilds it."""
@@ -62,7 +71,7 @@ class LangevinCorrector:
         # epsilon = 2 a r^2 (mean|z| / mean|s|)^2 = k (mean|z| / mean|eps|)^2 (|s| = |eps| / sigma)
         k = 2.0 * a * (self.snr * s.sigma[1:]) ** 2
         cast = GridSchedule.cast
-        return cast(s.t[1:], x), cast(s.sigma[1:], x), cast(k, x)
+        return GridSchedule.times(s.t[1:], x), cast(s.sigma[1:], x), cast(k, x)
 
     def correct(self, denoiser, ts, i, x, state, noise):
         """``n_steps`` Langevin steps at ``ts[i + 1]``."""
@@ -70,7 +79,11 @@ class LangevinCorrector:
         for _ in range(self.n_steps):
             eps = denoiser.predict(x, t[i]).eps
             z = noise.extra(x)
-            ratio = z.flatten(1).norm(dim=1).mean() / eps.flatten(1).norm(dim=1).mean()
+            z_norm, eps_norm = z.flatten(1).norm(dim=1), eps.flatten(1).norm(dim=1)
+            if self.norms == "batch":
+                ratio = z_norm.mean() / eps_norm.mean()
+            else:
+                ratio = expand_to(z_norm / eps_norm, x)
             step = k[i] * ratio**2
             x = x - (step / sigma[i]) * eps + (2.0 * step).sqrt() * z
         return x
@@ -170,6 +183,10 @@ class PredictorCorrector(Sampler):
     def init(self, denoiser, sde, ts, x):
         corrector = None if self.corrector is None else self.corrector.init(sde, ts, x)
         return self.predictor.init(denoiser, sde, ts, x), corrector
+
+    def replace_state(self, x, state):
+        p_state, c_state = state
+        return self.predictor.replace_state(x, p_state), c_state
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         p_state, c_state = state

@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..noise import BrownianNoise
-from .base import AffineStep, GridSchedule, Sampler, StepInfo
+from .base import AffineStep, GridSchedule, Sampler, StepInfo, run_callback
 
 __all__ = ["EulerMaruyama", "ReverseDiffusion", "Ancestral", "TorchsdeSampler"]
 
@@ -233,9 +233,10 @@ class _FlatBrownian(torchsde.BaseBrownian):
         return self._bm.levy_area_approximation
 
 
-def _brownian_path(noise, ts: Tensor, x: Tensor, levy_area: bool) -> torchsde.BrownianInterval:
+def _brownian_path(noise, ts: Tensor, x: Tensor, levy_area: bool) -> torchsde.BaseBrownian:
     """The noise source's Brownian path; any other source seeds one from an auxiliary draw, so a
-    seeded ``GaussianNoise`` still gives reproducible samples."""
+    seeded ``GaussianNoise`` still gives reproducible samples (a per-sample source seeds one path
+    per sample from that sample's own draw)."""
     if isinstance(noise, BrownianNoise):
         if levy_area and not noise.levy_area:
             raise ValueError(
@@ -243,9 +244,10 @@ def _brownian_path(noise, ts: Tensor, x: Tensor, levy_area: bool) -> torchsde.Br
                 f"{noise!r}, expected BrownianNoise(seed, levy_area=True)"
             )
         return noise.brownian()
-    z = noise.extra(torch.empty(2, dtype=torch.float64)).cpu().numpy()
-    seed = int.from_bytes(z.tobytes(), "little") % 2**63
-    path = BrownianNoise(seed=seed, levy_area=levy_area)
+    rows = x.shape[0] if noise.per_sample else 1
+    z = noise.extra(torch.empty(rows, 2, dtype=torch.float64)).cpu().numpy()
+    seeds = [int.from_bytes(row.tobytes(), "little") % 2**63 for row in z]
+    path = BrownianNoise(seed=seeds if noise.per_sample else seeds[0], levy_area=levy_area)
     path.bind(ts, x)
     return path.brownian()
 
@@ -309,6 +311,7 @@ class TorchsdeSampler(Sampler):
         y = x.reshape(x.shape[0], -1)
         trajectory = [x] if save_trajectory else None
         grid = ts.tolist()
+        stats: dict[str, Any] = {"method": self.method}
         for i in tqdm(range(len(grid) - 1), desc=self.name, disable=not progress, leave=False):
             module.clear()
             # dt above the interval: torchsde clips a step at the end time, so it takes exactly
@@ -322,9 +325,15 @@ class TorchsdeSampler(Sampler):
                     f"non-finite sample at step {i} (t={grid[i]:.6g} -> t_next={grid[i + 1]:.6g}) "
                     f"in {self.name!r} (method {self.method!r})"
                 )
+            stop = False
+            if callback is not None:
+                x_i, stop = run_callback(callback, StepInfo(i, grid[i], grid[i + 1], x_i, None),
+                                         self.name)  # fmt: skip
+                y = x_i.reshape(y.shape)
             if trajectory is not None:
                 trajectory.append(x_i)
-            if callback is not None:
-                callback(StepInfo(i, grid[i], grid[i + 1], x_i, None))
+            if stop:
+                stats["interrupted_at"] = i
+                break
         traj = None if trajectory is None else torch.stack(trajectory)
-        return y.reshape(x.shape), traj, {"method": self.method}
+        return y.reshape(x.shape), traj, stats

@@ -119,7 +119,14 @@ class SDEDPMSolverPP2M(Sampler):
         r = torch.cat([h[:1], h[:-1]]) / h
         c_d1 = 0.5 * c_x0 / r
         cast = GridSchedule.cast
-        return cast(s.t, x), cast(c_x, x), cast(c_x0, x), cast(c_d1, x), cast(c_z, x), None
+        return (
+            GridSchedule.times(s.t, x),
+            cast(c_x, x),
+            cast(c_x0, x),
+            cast(c_d1, x),
+            cast(c_z, x),
+            None,
+        )
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         t, c_x, c_x0, c_d1, c_z, x0_prev = state

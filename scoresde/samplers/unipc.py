@@ -202,7 +202,7 @@ class UniPC(Sampler):
                 corr[i, 0], corr[i, 1 : 1 + len(w)] = A, torch.stack(w)
         cast = GridSchedule.cast
         return {
-            "t": cast(s.t, x), "pred": cast(pred, x), "corr": cast(corr, x), "orders": orders,
+            "t": GridSchedule.times(s.t, x), "pred": cast(pred, x), "corr": cast(corr, x), "orders": orders,
             "m": [], "x_prev": None,
         }  # fmt: skip
 
@@ -210,7 +210,7 @@ class UniPC(Sampler):
         p = denoiser.predict(x, state["t"][i])
         m_new = p.x0 if self.predict_x0 else p.eps
         m = state["m"]
-        if i > 0:
+        if i > 0 and not state.pop("replaced", False):
             # UniC for step i - 1: correct x at t_i with the evaluation just made at it
             c = state["corr"][i - 1]
             x = c[0] * state["x_prev"] + c[1] * m_new
@@ -223,6 +223,12 @@ class UniPC(Sampler):
             x_next = x_next + w[1 + j] * m[j]
         state["m"], state["x_prev"] = m, x
         return x_next, state
+
+    def replace_state(self, x, state):
+        # the corrector would rebuild x at t_i from x at t_{i-1}, undoing the replacement: skip it
+        # once, so the run continues from x exactly
+        state["replaced"] = True
+        return state
 
 
 # -------------------------------------------------------------------------------------------
@@ -261,7 +267,7 @@ class _PseudoLinearMultistep(Sampler):
         a_mid, b_mid = transfer(i, mid)
         cast = GridSchedule.cast
         return {
-            "t": cast(s.t[: n + 1], x), "t_mid": cast(s.t[n + 1 :], x),
+            "t": GridSchedule.times(s.t[: n + 1], x), "t_mid": GridSchedule.times(s.t[n + 1 :], x),
             "a": cast(a, x), "b": cast(b, x), "a_mid": cast(a_mid, x), "b_mid": cast(b_mid, x),
             "eps": [],
         }  # fmt: skip

@@ -21,17 +21,17 @@ REPO = Path(__file__).parents[2]
 MIB = 2**20
 STATE = (1024, 1024)
 
-PROBE = """
+PROBE = f"""
 import resource, sys, torch
 import scoresde as S
 key, n, traj = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 den = S.Denoiser(lambda x, t: 0.5 * x, S.VPSDE(), "x0")
-x_T = torch.randn({shape}, generator=torch.Generator().manual_seed(0))
+x_T = torch.randn({STATE}, generator=torch.Generator().manual_seed(0))
 sampler = S.get_sampler(key, **({{"rtol": 1e-3, "atol": 1e-3}} if key in ("scipy", "torchdiffeq") else {{}}))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 S.sample(sampler, den, x_T=x_T, n_steps=n, grid=S.UniformTime(), save_trajectory=traj, progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
-""".format(shape=STATE)
+"""
 
 KEYS = ["ddim", "dpm_solver_pp_3m", "pf_heun", "torchdiffeq_fixed", "torchdiffeq", "scipy"]
 

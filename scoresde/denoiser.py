@@ -476,7 +476,7 @@ def _check_defined_at_T(sde: SDE, parameterization: Parameterization) -> None:
     if parameterization in (Parameterization.EPS, Parameterization.SCORE) and sde.zero_terminal_snr:
         raise ValueError(
             f"parameterization={parameterization.value!r} is undefined on a zero-terminal-SNR "
-            f"schedule ({sde!r} has alpha(T) = 0): at T the input is pure noise, an "
+            f"schedule ({sde!r} has alpha(T) = 0): at T the input is pure noise, its "
             f"{parameterization.value} prediction cannot give x0 (0/0), and the first step needs "
             "x0; expected a 'x0', 'v' or 'flow' (velocity) prediction model"
         )

@@ -105,6 +105,11 @@ class TrainConfig:
         check_real("ema_decay", self.ema_decay, low=0.0, high=1.0, high_open=True)
         if self.loss not in ("dsm", "ssm"):
             raise ValueError(f"loss must be 'dsm' or 'ssm'; got {self.loss!r}")
+        if self.loss == "ssm" and self.weighting != "none":
+            raise ValueError(
+                f"weighting={self.weighting!r} is a dsm option; loss='ssm' weights each noise "
+                "level by sigma^2 (ssm_loss's default)"
+            )
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {self.weighting!r}")
         TimeSampler.parse(self.t_sampler)

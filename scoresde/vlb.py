@@ -198,7 +198,8 @@ def vlb(
         )
     sde = denoiser.process(sde)
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 2:
-        raise ValueError("x0 must be a floating-point tensor of shape (N, *dims)")
+        got = f"{x0.dtype} of shape {tuple(x0.shape)}" if isinstance(x0, Tensor) else type(x0)
+        raise ValueError(f"x0 must be a floating-point tensor of shape (N, *dims); got {got}")
     if not bool(torch.isfinite(x0).all()):
         raise ValueError("x0 must be finite; it holds NaN or inf")
     if decoder == "discretized":
@@ -206,11 +207,13 @@ def vlb(
     batch_size = check_int("batch_size", batch_size, low=1)
     if ts is None:
         if n_steps is not None:
-            n_steps = check_int("n_steps", n_steps, low=1)
+            n_steps = check_int("n_steps", n_steps, low=2)
         ts = _default_grid(sde, n_steps)
     ts = torch.as_tensor(ts, dtype=torch.float64).flatten()
-    if ts.numel() < 1 or not bool((ts[1:] > ts[:-1]).all()) or ts[0] <= 0 or ts[-1] > sde.T:
-        raise ValueError(f"ts must be strictly increasing inside (0, T={sde.T}]; got {ts}")
+    if ts.numel() < 2 or not bool((ts[1:] > ts[:-1]).all()) or ts[0] <= 0 or ts[-1] > sde.T:
+        raise ValueError(
+            f"ts must hold at least 2 strictly increasing times inside (0, T={sde.T}]; got {ts}"
+        )
 
     n, d, K = x0.shape[0], x0[0].numel(), ts.numel()
     alpha, sigma = sde.alpha(ts), sde.sigma(ts)

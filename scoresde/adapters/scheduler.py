@@ -25,7 +25,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 
 from ..denoiser import TrainIndex
-from ..grids import Explicit, TimeGrid, UniformTime, grid_from_config
+from ..grids import Explicit, TimeGrid, grid_from_config
 from ..noise import GaussianNoise
 from ..parameterization import Parameterization
 from ..samplers import Sampler, get_sampler
@@ -39,7 +39,7 @@ __all__ = ["ScoresdeScheduler", "ScoresdeSchedulerOutput"]
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
                  "trained_betas", "prediction_type", "variance_type", "clip_sample",
                  "clip_sample_range", "thresholding", "dynamic_thresholding_ratio",
-                 "sample_max_value")  # fmt: skip
+                 "sample_max_value", "rescale_betas_zero_snr")  # fmt: skip
 FIXED_STEP_ALTERNATIVES = "'dpm_solver_pp_3m', 'unipc', 'pf_rk4' or 'torchdiffeq_fixed'"
 
 
@@ -71,7 +71,7 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         sampler: a registry key, a :class:`~scoresde.Sampler` or its config.
         sampler_options: keyword options of a sampler given by key.
         grid: a :class:`~scoresde.grids.TimeGrid`, its key in ``scoresde.GRIDS`` or its config;
-            ``None`` is ``scoresde.sample``'s default (``UniformTime()``).
+            ``None`` is the sampler's ``default_grid``, as in ``scoresde.sample``.
         denoise_final: end with one more evaluation at the last time and return its ``x0``.
 
     After ``set_timesteps``: ``ts`` is the float64 grid, ``timesteps`` every network evaluation
@@ -98,6 +98,7 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        rescale_betas_zero_snr: bool = False,
         sampler: str | Sampler | Mapping = "dpm_solver_pp_2m",
         sampler_options: Mapping | None = None,
         grid: TimeGrid | str | Mapping | None = None,
@@ -111,7 +112,8 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                     "variance_type": variance_type, "clip_sample": clip_sample,
                     "clip_sample_range": clip_sample_range, "thresholding": thresholding,
                     "dynamic_thresholding_ratio": dynamic_thresholding_ratio,
-                    "sample_max_value": sample_max_value}  # fmt: skip
+                    "sample_max_value": sample_max_value,
+                    "rescale_betas_zero_snr": rescale_betas_zero_snr}  # fmt: skip
         self.sde = discrete_sde_from_config(schedule)
         if self.sde.zero_terminal_snr:
             # the driver's lambda -> -inf first step (scoresde.sample) has no stepwise form yet
@@ -195,7 +197,7 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None):
         """Make the grid of ``num_inference_steps`` sampler steps and list its evaluations."""
         n = check_int("num_inference_steps", num_inference_steps, low=1)
-        grid = UniformTime() if self.grid is None else self.grid
+        grid = self.sampler.default_grid if self.grid is None else self.grid
         n_steps = None if isinstance(grid, Explicit) else n
         if n_steps is None and grid.ts.numel() - 1 != n:
             raise ValueError(
@@ -250,8 +252,17 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
         return self._begin_index
 
     def step(self, model_output: Tensor, timestep, sample: Tensor, generator=None,
-             return_dict: bool = True):  # fmt: skip
-        """Take the network's output at ``timesteps[k]`` and return where it is called next."""
+             return_dict: bool = True, eta: float = 0.0, use_clipped_model_output=None):  # fmt: skip
+        """Take the network's output at ``timesteps[k]`` and return where it is called next.
+
+        ``eta`` and ``use_clipped_model_output`` are the arguments ``DDIMPipeline`` passes; the
+        sampler's own options decide instead (``sampler="ddim", eta=...``), so a non-zero
+        ``eta`` here is refused rather than ignored."""
+        if eta:
+            raise ValueError(
+                f"eta={eta!r} passed to step() would be ignored: give it to the sampler instead, "
+                "ScoresdeScheduler.from_config(config, sampler='ddim', eta=...)"
+            )
         k = self._check_call(timestep, sample)
         if self.mean_channels_only and model_output.shape[1] == 2 * sample.shape[1]:
             model_output = model_output[:, : sample.shape[1]]
@@ -285,7 +296,13 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
         """``alpha(t) x0 + sigma(t) noise`` at train indices ``timesteps`` (img2img, training)."""
-        t = self.sde.index_to_t(torch.as_tensor(timesteps, device=original_samples.device))
+        timesteps = torch.as_tensor(timesteps, device=original_samples.device)
+        n_train = self.config.num_train_timesteps
+        if bool(((timesteps < 0) | (timesteps > n_train - 1)).any()):
+            raise ValueError(
+                f"timesteps must be train indices in [0, {n_train - 1}]; got {timesteps.tolist()}"
+            )
+        t = self.sde.index_to_t(timesteps)
         t = t.reshape(-1) if t.ndim else t
         alpha = expand_to(self.sde.alpha(t), original_samples)
         sigma = expand_to(self.sde.sigma(t), original_samples)

@@ -21,7 +21,7 @@ from ..denoiser import Denoiser
 from ..grids import Explicit, TimeGrid
 from ..noise import GaussianNoise, NoiseSource, check_generator
 from ..sde import SDE
-from ..utils import check_int
+from ..utils import check_bool, check_device, check_int
 from .adams import IPNDM, LMS
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import (
@@ -244,6 +244,10 @@ def sample(
     grid = sampler.default_grid if grid is None else grid
     if not isinstance(grid, TimeGrid):
         raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {type(grid).__name__}")
+    denoise_final = check_bool("denoise_final", denoise_final)
+    save_trajectory = check_bool("save_trajectory", save_trajectory)
+    if device is not None:
+        device = check_device("device", device)
     if n_steps is None and not isinstance(grid, Explicit):
         raise ValueError(f"n_steps must be an int >= 1 for grid {grid!r}; got None")
     if n_steps is not None:
@@ -365,7 +369,8 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
             x = sde.prior_sample(shape, generator=generator, dtype=dtype, device=gen_device)
         return x.to(device) if device is not None else x
     if not isinstance(x_T, Tensor) or not x_T.is_floating_point():
-        raise TypeError(f"x_T must be a floating-point tensor; got {type(x_T).__name__}")
+        got = f"a {x_T.dtype} tensor" if isinstance(x_T, Tensor) else type(x_T).__name__
+        raise TypeError(f"x_T must be a floating-point tensor; got {got}")
     if x_T.ndim < 1:
         raise ValueError("x_T must have shape (batch, *dims); got a 0-d tensor")
     if dtype is not None and dtype != x_T.dtype:

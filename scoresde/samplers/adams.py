@@ -66,7 +66,13 @@ class _AdamsInRho(Sampler):
         C = s.alpha[1:, None] * self.weights(sde, s, orders)
         a = s.alpha[1:] / s.alpha[:-1]
         cast = GridSchedule.cast
-        return {"t": cast(s.t, x), "a": cast(a, x), "C": cast(C, x), "orders": orders, "eps": []}
+        return {
+            "t": GridSchedule.times(s.t, x),
+            "a": cast(a, x),
+            "C": cast(C, x),
+            "orders": orders,
+            "eps": [],
+        }
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         eps = denoiser.predict(x, state["t"][i]).eps

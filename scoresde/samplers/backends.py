@@ -140,7 +140,12 @@ class _Outputs:
     def __init__(self, sde, ts: Tensor, x_start: Tensor, callback, save_trajectory, func):
         self.grid, self.alpha = ts.tolist(), sde.alpha(ts).tolist()
         self.dtype, self.callback, self.func = x_start.dtype, callback, func
-        self.trajectory = [x_start] if save_trajectory else None
+        # preallocated: stacking a list at the end would hold the trajectory twice
+        self.trajectory = (
+            x_start.new_empty((ts.numel(), *x_start.shape)) if save_trajectory else None
+        )
+        if self.trajectory is not None:
+            self.trajectory[0] = x_start
         self.k, self.since, self.x = 0, 0, x_start
         self.stats: dict[str, Any] = {}
 
@@ -169,7 +174,7 @@ class _Outputs:
             )
             raise FloatingPointError(f"non-finite sample {where} in {self.func.name!r}{cause}")
         if self.trajectory is not None:
-            self.trajectory.append(x)
+            self.trajectory[k + 1] = x
         self.k = self.since = k + 1
         self.x = x
         if self.callback is not None:
@@ -178,7 +183,7 @@ class _Outputs:
             )
             if x_cb is not x:
                 raise ValueError(
-                    f"{self.func.name!r} integrates the grid in one solve, so its callback cannot "
+                    f"{self.func.name!r} integrates the whole grid in one solve, so its callback cannot "
                     "replace the state; use a step-based sampler (e.g. 'dpm_solver_pp_2m' or "
                     "'pf_rk4') to steer the run"
                 )
@@ -187,7 +192,7 @@ class _Outputs:
                 raise _Stop
 
     def result(self) -> tuple[Tensor, Tensor | None]:
-        traj = None if self.trajectory is None else torch.stack(self.trajectory)
+        traj = None if self.trajectory is None else self.trajectory[: self.k + 1]
         return self.x, traj
 
 

@@ -210,7 +210,10 @@ class Sampler(ABC):
         state = self.init(denoiser, sde, ts, x)
         grid = ts.tolist()
         first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
-        trajectory = [x] if save_trajectory else None
+        # preallocated: stacking a list at the end would hold the trajectory twice
+        trajectory = x.new_empty((n + 1, *x.shape)) if save_trajectory else None
+        if trajectory is not None:
+            trajectory[0] = x
         denoiser.last = None
         stats: dict[str, Any] = {}
         for i in tqdm(range(n), desc=self.name, disable=not progress, leave=False):
@@ -225,9 +228,11 @@ class Sampler(ABC):
                 if x_cb is not x:
                     x, state = x_cb, self.replace_state(x_cb, state)
             if trajectory is not None:
-                trajectory.append(x)
+                trajectory[i + 1] = x
             if stop:
                 stats["interrupted_at"] = i
+                if trajectory is not None:
+                    trajectory = trajectory[: i + 2]
                 break
         k = int(first_bad)
         if k >= 0:
@@ -235,8 +240,7 @@ class Sampler(ABC):
                 f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
                 f"in {self.name!r}; the first non-finite value appeared in this step's update"
             )
-        traj = None if trajectory is None else torch.stack(trajectory)
-        return x, traj, stats
+        return x, trajectory, stats
 
 
 def config_value(name: str, value: Any) -> Any:

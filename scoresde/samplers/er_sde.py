@@ -197,7 +197,7 @@ class ERSDE(Sampler):
         cast = GridSchedule.cast
         coefs = {k: cast(v, x) for k, v in dict(c_x=c_x, c_x0=c_x0, c_d1=c_d1, c_d2=c_d2,
                                                 c_z=c_z, inv_d1=inv_d1, inv_d2=inv_d2).items()}  # fmt: skip
-        return {"t": cast(s.t, x), **coefs, "x0": None, "d1": None}
+        return {"t": GridSchedule.times(s.t, x), **coefs, "x0": None, "d1": None}
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         x0 = denoiser.predict(x, state["t"][i]).x0

@@ -85,7 +85,7 @@ def test_options_with_a_sampler_instance_are_refused():
 
 def test_unknown_sampler_option_is_refused_by_the_sampler():
     config = diffusers.DDPMScheduler(clip_sample=False).config
-    with pytest.raises(TypeError, match="lower_order_finale"):
+    with pytest.raises(ValueError, match="unknown option .lower_order_finale. for sampler"):
         ScoresdeScheduler.from_config(config, sampler="dpm_solver_pp_2m", lower_order_finale=True)
 
 
@@ -105,3 +105,34 @@ def test_begin_index_inside_a_step_is_refused():
     with pytest.raises(ValueError, match=r"begin_index must be the first evaluation of a sampler "
                                          r"step, one of \[0, 2, 4\]; got 1"):  # fmt: skip
         scheduler.set_begin_index(1)
+
+
+def test_a_zero_terminal_snr_config_is_refused_with_the_alternative():
+    config = diffusers.DDIMScheduler(rescale_betas_zero_snr=True, prediction_type="v_prediction",
+                                     timestep_spacing="trailing").config  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"does not run zero-terminal-SNR schedules.*from_diffusers"
+    ):
+        ScoresdeScheduler.from_config(config, sampler="ddim")
+
+
+def test_add_noise_refuses_timesteps_outside_the_training_range(scheduler):
+    x = torch.zeros(2, 1, 4, 4)
+    for bad in ([-1, 3], [5000, 3]):
+        with pytest.raises(ValueError, match=r"timesteps must be train indices in \[0, 999\]"):
+            scheduler.add_noise(x, x, torch.tensor(bad))
+
+
+def test_a_ddim_pipelines_eta_is_refused_unless_zero(scheduler):
+    scheduler.set_timesteps(2)
+    x = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"eta=0.5 passed to step\(\) would be ignored"):
+        scheduler.step(x, scheduler.timesteps[0], x, eta=0.5)
+    scheduler.step(x, scheduler.timesteps[0], x, eta=0.0, use_clipped_model_output=None)
+
+
+def test_the_default_grid_is_the_samplers_own():
+    config = diffusers.DDPMScheduler(clip_sample=False).config
+    s = ScoresdeScheduler.from_config(config, sampler="pf_rk4")
+    s.set_timesteps(3)
+    torch.testing.assert_close(s.ts, S.get_sampler("pf_rk4").default_grid.grid(s.sde, 3))

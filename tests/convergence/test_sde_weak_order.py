@@ -98,16 +98,17 @@ def exact_moments(sde, t):
     return a * mu, a * a * var0 + s * s
 
 
-def discrete_moments(sampler, n, sde=SDE):
+def discrete_moments(sampler, n, sde=SDE, grid=None):
     """Mean and variance at ``t_min`` of the sampler's discrete law, started from ``p_T``."""
     den = DATA.denoiser(sde)
     m_T, v_T = exact_moments(sde, sde.T)
     counter = ProbeNoise()
     start = torch.full((2, 1), m_T, dtype=torch.float64)
-    S.sample(sampler, den, x_T=start, n_steps=n, noise=counter, progress=False)
+    S.sample(sampler, den, x_T=start, n_steps=n, grid=grid, noise=counter, progress=False)
     x_T = torch.full((counter.k + 2, 1), m_T, dtype=torch.float64)
     x_T[1] += v_T**0.5
-    y = S.sample(sampler, den, x_T=x_T, n_steps=n, noise=ProbeNoise(), progress=False).x[:, 0]
+    y = S.sample(sampler, den, x_T=x_T, n_steps=n, grid=grid, noise=ProbeNoise(), progress=False)
+    y = y.x[:, 0]
     return float(y[0]), float(((y[1:] - y[0]) ** 2).sum())
 
 

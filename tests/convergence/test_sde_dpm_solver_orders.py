@@ -27,7 +27,12 @@ import pytest
 import torch
 
 import scoresde as S
-from tests.convergence.test_sde_weak_order import DATA, discrete_moments, exact_moments
+from tests.convergence.test_sde_weak_order import (
+    DATA,
+    STEP_COUNTS_BY_KEY,
+    discrete_moments,
+    exact_moments,
+)
 from tests.helpers import empirical_order, format_table, gmm_2d
 
 SDES = {"vp": S.VPSDE(), "ve": S.VESDE(), "ddpm": S.DiscreteVPSDE.linear()}
@@ -44,9 +49,6 @@ VARIANTS = [
 ]
 IDS = [f"{k}{''.join(f'-{o}={v}' for o, v in opts.items())}" for k, opts in VARIANTS]
 STRONG_COUNTS = [16, 32, 64, 128, 256]
-# weak: the step counts where each bias is in its asymptotic range on the uniform-t grid (see
-# STEP_COUNTS_BY_KEY in test_sde_weak_order.py for 3M)
-WEAK_COUNTS = {"sde_dpm_solver_pp_3m": [1024, 2048, 4096]}
 K_SE = 5.0
 
 
@@ -77,7 +79,8 @@ def test_strong_order_on_every_schedule(key, options, sde_key):
 def test_weak_order_on_every_schedule(key, options, sde_key):
     sde = SDES[sde_key]
     sampler = S.get_sampler(key, **options)
-    counts = WEAK_COUNTS.get(key, [128, 256, 512, 1024])
+    # where the bias is in its asymptotic range on the uniform-t grid (see test_sde_weak_order.py)
+    counts = STEP_COUNTS_BY_KEY.get(key, [128, 256, 512, 1024])
     m, v = exact_moments(sde, sde.t_min)
     errors = []
     for n in counts:

@@ -52,10 +52,15 @@ WEAK_OPTIONS = {"edm_stochastic": dict(S_churn=2.0, S_tmin=0.0, S_tmax=math.inf,
 # order 1 from ~1e-2 to ~1e-3, order 2 from ~5e-3 to ~5e-6).
 STEP_COUNTS = {1: [64, 128, 256, 512], 2: [128, 256, 512, 1024]}
 # Samplers whose bias on this grid is pre-asymptotic below ~1000 steps, because the uniform-t
-# grid's last steps in lambda_ (h = log(1 + dt / t_min) / 2) shrink only once dt < t_min:
-# the third-order multistep extrapolation across them (local slopes 3.0, 3.0, 2.7, 2.4 from 64
-# to 1024 steps; 2.20, 2.07, 2.02 from 1024 to 8192).
-STEP_COUNTS_BY_KEY = {"sde_dpm_solver_pp_3m": [1024, 2048, 4096]}
+# grid's last steps in lambda_ (h = log(1 + dt / t_min) / 2) shrink only once dt < t_min: the
+# third-order multistep extrapolation across them (local slopes 3.0, 3.0, 2.7, 2.4 from 64 to
+# 1024 steps; 2.20, 2.07, 2.02 from 1024 to 8192), and the second-order ancestral steps, whose
+# stage lies at lambda_{i+1} (local slopes 1.65, 1.70, 1.77, 1.84, 1.90, 1.95 from 64 to 4096).
+STEP_COUNTS_BY_KEY = {
+    "sde_dpm_solver_pp_3m": [1024, 2048, 4096],
+    "dpm_2_ancestral": [256, 512, 1024, 2048],
+    "dpm_solver_pp_2s_ancestral": [256, 512, 1024, 2048],
+}
 # Grids for the sliced-Wasserstein test (see STEP_COUNTS_BY_KEY): on the uniform-t grid 3M's
 # samples are worse at 64 steps than at 8.
 GRIDS = {"sde_dpm_solver_pp_3m": S.UniformLambda()}

@@ -5,7 +5,8 @@ The registry-wide tests (``test_sde_strong_order.py``, ``test_sde_weak_order.py`
 stochastic sampler on VP; here the SDE-DPM-Solver++ variants and k-diffusion's second-order
 ancestral samplers are measured on VE and DDPM-linear too, with their non-default options.
 
-* Strong order: as in ``test_sde_strong_order.py`` (``gmm_2d``, one ``BrownianNoise`` path,
+* Strong order (the options' runs are marked slow): as in ``test_sde_strong_order.py``
+  (``gmm_2d``, one ``BrownianNoise`` path,
   reference at 4096 steps, slope within 0.3 of ``order``) with 64 paths (Monte-Carlo error of the
   mean distance ~10%, which moves the slope over the 16x range by < 0.07). 3M runs on
   ``UniformLambda`` (see ``GRIDS`` in ``test_sde_strong_order.py``).
@@ -49,11 +50,16 @@ VARIANTS = [
 ]
 IDS = [f"{k}{''.join(f'-{o}={v}' for o, v in opts.items())}" for k, opts in VARIANTS]
 STRONG_COUNTS = [16, 32, 64, 128, 256]
+# the options' strong orders are long sweeps (run with -m slow); the defaults run in CI
+STRONG_VARIANTS = [
+    pytest.param(key, options, id=i, marks=[pytest.mark.slow] if options else [])
+    for (key, options), i in zip(VARIANTS, IDS, strict=True)
+]
 K_SE = 5.0
 
 
 @pytest.mark.parametrize("sde_key", ["ve", "ddpm"])
-@pytest.mark.parametrize("key, options", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("key, options", STRONG_VARIANTS)
 def test_strong_order_on_every_schedule(key, options, sde_key):
     sde = SDES[sde_key]
     den = gmm_2d().denoiser(sde)

@@ -69,6 +69,7 @@ class _SDEMultistep(Sampler):
     ``n_i`` of :func:`sde_noise_scale`."""
 
     steps: ClassVar[int]  # model outputs the update combines (the multistep order)
+    ode_order: ClassVar[int]  # the order with eta = 0 (the probability-flow ODE)
     stochastic = True
     nfe_per_step = 1
     reference = "lu2022dpmsolverpp"
@@ -80,8 +81,6 @@ class _SDEMultistep(Sampler):
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
         if self.eta == 0:  # the probability-flow ODE: DPM-Solver++(2M) / (3M)
             self.stochastic, self.weak_order, self.order = False, None, self.ode_order
-
-    ode_order: ClassVar[int]
 
     def options(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scoresde as S  # noqa: E402
 from scoresde.samplers import SAMPLERS, Sampler  # noqa: E402
 from tests.convergence.test_ode_order import STEP_COUNTS, STEP_COUNTS_BY_KEY  # noqa: E402
+from tests.convergence.test_sde_strong_order import GRIDS as SDE_GRIDS  # noqa: E402
 from tests.convergence.test_sde_strong_order import N_REF  # noqa: E402
 from tests.convergence.test_sde_strong_order import STEP_COUNTS as SDE_STEPS  # noqa: E402
 from tests.helpers import empirical_order, gmm_2d  # noqa: E402
@@ -85,10 +86,17 @@ def strong_orders() -> list[str]:
             continue
         sampler = S.get_sampler(key)
         noise = S.BrownianNoise(seed=7)
+        grid = SDE_GRIDS.get(key)  # 3M: on lambda-uniform steps (see the test)
 
-        def solve(n, sampler=sampler, noise=noise):
+        def solve(n, sampler=sampler, noise=noise, grid=grid):
             return S.sample(
-                sampler, den, x_T=x_T, n_steps=n, noise=noise, grid=S.UniformTime(), progress=False
+                sampler,
+                den,
+                x_T=x_T,
+                n_steps=n,
+                grid=grid or S.UniformTime(),
+                noise=noise,
+                progress=False,
             ).x
 
         ref = solve(N_REF)

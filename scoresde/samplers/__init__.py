@@ -55,7 +55,8 @@ from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
 from .restart import Restart
 from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
-from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M
+from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M, SDEDPMSolverPP3M
+from .sde_dpm_solver_singlestep import DPM2Ancestral, DPMSolverPP2SAncestral, DPMSolverPPSDE
 from .unipc import PLMS, PNDM, UniPC
 
 __all__ = [
@@ -106,6 +107,10 @@ __all__ = [
     "AnnealedLangevin",
     "SDEDPMSolver1",
     "SDEDPMSolverPP2M",
+    "SDEDPMSolverPP3M",
+    "DPMSolverPPSDE",
+    "DPMSolverPP2SAncestral",
+    "DPM2Ancestral",
     "EDMStochastic",
     "ERSDE",
     "Restart",
@@ -149,6 +154,10 @@ SAMPLERS: dict[str, type[Sampler]] = {
         AnnealedLangevin,
         SDEDPMSolver1,
         SDEDPMSolverPP2M,
+        SDEDPMSolverPP3M,
+        DPMSolverPPSDE,
+        DPMSolverPP2SAncestral,
+        DPM2Ancestral,
         EDMStochastic,
         ERSDE,
         Restart,

@@ -72,11 +72,43 @@ def phi(hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return p1, p2, p2 / hh - 0.5
 
 
-def linear_part(prediction: str, alpha_s, sigma_s, alpha_t, sigma_t, h):
-    """``(a, B, hh)`` of the update ``x_t = a x_s + B (p1(hh) m + ...)`` from ``s`` to ``t``."""
+def linear_part(prediction: str, alpha_s, sigma_s, alpha_t, sigma_t, h, eta: float = 0.0):
+    """``(a, B, hh)`` of the update ``x_t = a x_s + B (p1(hh) m + ...)`` from ``s`` to ``t``.
+
+    ``eta > 0`` (data prediction only) is the reverse SDE of the family
+    ``dx = [f x - (1 + eta)/2 g^2 score] dt + sqrt(eta) g dW`` (k-diffusion's ``eta`` of
+    ``sample_dpmpp_2m_sde``; ``eta = 1`` is the reverse SDE of Song et al. 2021): in ``lambda_``
+    its linear part contracts ``x - alpha x0`` at rate ``1 + eta``, so ``a = (sigma_t/sigma_s)
+    e^{-eta h}`` and ``hh = -(1 + eta) h``; its noise is :func:`sde_noise_scale`.
+    """
     if prediction == "eps":
+        if eta != 0:
+            raise ValueError(f"eta applies to data prediction only; got eta={eta!r} with eps")
         return alpha_t / alpha_s, -sigma_t, h
-    return sigma_t / sigma_s, -alpha_t, -h
+    if eta == 0:  # also where h = inf (a full denoise), which exp(-0 * h) would make NaN
+        return sigma_t / sigma_s, -alpha_t, -h
+    return sigma_t / sigma_s * torch.exp(-eta * h), -alpha_t, -(1.0 + eta) * h
+
+
+def sde_noise_scale(sigma_t: Tensor, h: Tensor, eta: float) -> Tensor:
+    """Standard deviation ``sigma_t sqrt(1 - e^{-2 eta h})`` of the noise the SDE of
+    :func:`linear_part` adds over a step of length ``h`` in ``lambda_`` (exact in distribution:
+    ``int_0^h e^{-2(1+eta)(h-u)} 2 eta sigma_u^2 du`` with ``sigma_u = sigma_s e^{-u}`` in
+    ``x/alpha``)."""
+    return sigma_t * (-torch.expm1(-2.0 * eta * h)).sqrt()
+
+
+def ancestral_split(h: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+    """k-diffusion's ``get_ancestral_step`` in ``lambda_``: a step of length ``h`` to the level
+    ``s_t = sigma_t / alpha_t`` is split into a deterministic step to ``s_down = s_t sqrt(1 - u)``
+    and fresh noise of standard deviation ``s_up = s_t sqrt(u)`` (``s_down^2 + s_up^2 = s_t^2``),
+    with ``u = min(1, eta^2 (1 - e^{-2h}))``; ``eta = 1`` is the Gaussian posterior variance
+    (DDPM), ``eta`` in ``[0, 1]`` DDIM's ``sigma_t(eta)`` (Song et al. 2021a, eq. 16).
+
+    Returns ``(h_down, u)``: ``h_down = h - log(1 - u)/2`` is the deterministic step's length in
+    ``lambda_`` (``inf`` where ``u = 1``)."""
+    u = (eta**2 * -torch.expm1(-2.0 * h)).clamp(max=1.0)
+    return h - 0.5 * torch.log1p(-u), u
 
 
 def model_output(denoiser, x: Tensor, t: Tensor, prediction: str) -> Tensor:
@@ -85,7 +117,13 @@ def model_output(denoiser, x: Tensor, t: Tensor, prediction: str) -> Tensor:
 
 
 def multistep_coefficients(
-    s: GridSchedule, orders: list[int], prediction: str, *, d2_weight: float = 2.0
+    s: GridSchedule,
+    orders: list[int],
+    prediction: str,
+    *,
+    d2_weight: float = 2.0,
+    eta: float = 0.0,
+    solver_type: str = "midpoint",
 ) -> tuple[Tensor, Tensor]:
     """``(a, c)`` with ``x_{i+1} = a[i] x_i + sum_j c[i, j] m_{i-j}`` for the multistep solver of
     order ``orders[i]`` at step ``i``; ``c`` has ``max(orders)`` columns, zero-padded.
@@ -99,11 +137,14 @@ def multistep_coefficients(
     exponential integral is ``int_0^h e^{h-u} u^2/2 m'' du = h^2 p3 m'' = 2 p3 D2``: the Taylor
     weight is ``d2_weight = 2``. The reference code (and diffusers' and k-diffusion's 3M) uses
     weight 1, which leaves a local error ``B p3 D2 = O(h^3)`` and so global order 2.
+    ``solver_type="heun"`` makes order 2 the Taylor form ``B (p1 m_0 + p2 D1_0)`` (diffusers' and
+    k-diffusion's "heun"). ``eta`` selects the SDE of :func:`linear_part` (data prediction); the
+    caller adds its noise.
     """
     lam = s.lambda_
     h = lam[1:] - lam[:-1]
     n = h.numel()
-    a, B, hh = linear_part(prediction, s.alpha[:-1], s.sigma[:-1], s.alpha[1:], s.sigma[1:], h)
+    a, B, hh = linear_part(prediction, s.alpha[:-1], s.sigma[:-1], s.alpha[1:], s.sigma[1:], h, eta)
     p1, p2, p3 = phi(hh)
     nan = torch.full((2,), math.nan, dtype=h.dtype)
     h_prev = torch.cat([nan, h])  # h_prev[i + 2 - k] = h_{i-k}; NaN before the grid starts
@@ -114,6 +155,8 @@ def multistep_coefficients(
         1: torch.stack([B * p1, zero, zero], 1),
         2: torch.stack([B * p1 * (1.0 + 0.5 / r0), -B * p1 * 0.5 / r0, zero], 1),
     }
+    if solver_type == "heun":
+        rows[2] = torch.stack([B * (p1 + p2 / r0), -B * p2 / r0, zero], 1)
     # D1_0, D1_1 as coefficient vectors over (m_i, m_{i-1}, m_{i-2})
     u0 = torch.stack([1.0 / r0, -1.0 / r0, zero], 1)
     u1 = torch.stack([zero, 1.0 / r1, -1.0 / r1], 1)
@@ -147,7 +190,14 @@ class Tableau:
         return self.t.shape[1]
 
 
-def singlestep_tableau(sde, s: GridSchedule, ratios: tuple[float, ...], prediction: str) -> Tableau:
+def singlestep_tableau(
+    sde,
+    s: GridSchedule,
+    ratios: tuple[float, ...],
+    prediction: str,
+    *,
+    lambda_next: Tensor | None = None,
+) -> Tableau:
     """The tableau of DPM-Solver-(K) with stage positions ``ratios`` (``K = len(ratios) + 1``).
 
     K = 1 is DPM-Solver-1 / DPM-Solver++(1). K = 2 is Lu et al. 2022a Algorithm 1 (eps) and Lu et
@@ -155,8 +205,15 @@ def singlestep_tableau(sde, s: GridSchedule, ratios: tuple[float, ...], predicti
     ``x_t = a x + B p1(hh) ((1 - 1/(2 r1)) m_0 + 1/(2 r1) m_1)``. K = 3 is Lu et al. 2022a
     Algorithm 2: ``u_2 = a_2 x + B_2 (p1(r2 hh) m_0 + r2/r1 p2(r2 hh) (m_1 - m_0))`` and
     ``x_t = a x + B (p1(hh) m_0 + p2(hh)/r2 (m_2 - m_0))``.
+
+    ``lambda_next`` (one per step) moves each step's target to the half log-SNR
+    ``lambda_next >= lambda_{i+1}`` at the next grid time's ``alpha``, i.e. to the noise level
+    ``alpha_{i+1} e^{-lambda_next}``: the deterministic part of an ancestral step (stages at
+    ``lambda_i + r (lambda_next - lambda_i)``).
     """
-    lam_s, lam_t = s.lambda_[:-1], s.lambda_[1:]
+    lam_s = s.lambda_[:-1]
+    lam_t = s.lambda_[1:] if lambda_next is None else lambda_next
+    sigma_t = s.sigma[1:] if lambda_next is None else s.alpha[1:] * torch.exp(-lambda_next)
     h = lam_t - lam_s
     n, K = h.numel(), len(ratios) + 1
     t = torch.zeros(n, K, dtype=h.dtype)
@@ -172,7 +229,7 @@ def singlestep_tableau(sde, s: GridSchedule, ratios: tuple[float, ...], predicti
         )
         t[:, r + 1], a[:, r] = g.t, a_r
         stage_hh.append((B_r, hh_r))
-    a_T, B_T, hh = linear_part(prediction, s.alpha[:-1], s.sigma[:-1], s.alpha[1:], s.sigma[1:], h)
+    a_T, B_T, hh = linear_part(prediction, s.alpha[:-1], s.sigma[:-1], s.alpha[1:], sigma_t, h)
     a[:, K - 1] = a_T
     p1, p2, _ = phi(hh)
     if K == 1:

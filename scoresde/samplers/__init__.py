@@ -21,6 +21,7 @@ from ..noise import GaussianNoise, NoiseSource
 from ..sde import SDE
 from ..utils import check_int
 from .adams import IPNDM, LMS
+from .adaptive_sde import AdaptiveSDE
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import AffineStep, GridSchedule, Sampler, SampleResult, StepInfo
 from .dpm_solver_multistep import (
@@ -95,6 +96,7 @@ __all__ = [
     "ERSDE",
     "Restart",
     "SASolver",
+    "AdaptiveSDE",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -139,6 +141,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
         ERSDE,
         Restart,
         SASolver,
+        AdaptiveSDE,
     )
 }
 

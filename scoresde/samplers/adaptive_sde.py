@@ -174,8 +174,8 @@ class AdaptiveSDE(Sampler):
                     continue
                 rejected += 1
                 if h_try <= self.h_min:
-                    why = f"a step of the minimum size h_min={self.h_min:g} was rejected (E={err:.3g})"
-                    self._fail(why, t, h_try, denoiser)
+                    why = f"a step of the minimum size h_min={self.h_min:g} was rejected"
+                    self._fail(f"{why} (E={err:.3g})", t, h_try, denoiser)
                 h = max(h, self.h_min)  # try the minimum step before giving up
             if trajectory is not None:
                 trajectory.append(x)

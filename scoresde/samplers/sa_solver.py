@@ -97,7 +97,8 @@ class SASolver(Sampler):
     with ``lower_order_final``, wind down as in the reference: ``p_i = min(p, i + 1, n - i)``,
     ``c_i = min(c, i + 1, n - i + 2)`` at every step count (the reference's rule: on grids whose
     last steps are long in ``lambda_``, such as uniform-in-t grids of VP, full orders there are
-    unstable at few steps; measured: orders (3, 4) at 16 steps). Order-2 steps add the reference's ``O(h^3)`` term
+    unstable at few steps; measured for orders (3, 4) at 16 steps on VP: mean path error 7.9
+    without the rule, 0.62 with it). Order-2 steps add the reference's ``O(h^3)`` term
     ``rho alpha D(h) (D_i - D_{i-1}) / Delta lambda`` (``D(h) = h^2/2 - (rho h - 1 +
     e^{-rho h})/rho^2``; ``Delta lambda`` the previous step for the predictor, ``h`` for the
     corrector), which the authors found to help at few steps. The last step is not corrected
@@ -109,7 +110,8 @@ class SASolver(Sampler):
     the linear part exact; the interpolated ``x0`` is only Hölder-1/2 along a Brownian path, so
     higher-order weights sharpen the drift but not the strong rate); 1/2 with the default
     ``tau``, whose switches at ``t = 0.2, 0.8`` fall inside a step (the coarse path misses or
-    gains an ``O(sqrt(h))`` noise increment there).
+    gains an ``O(sqrt(h))`` noise increment there). A callable ``tau`` is declared 1 (assumed
+    continuous); one that jumps between grid points has the default's 1/2.
     **Weak order** set by the corrector: 1 with ``corrector_order = 1`` (the implicit-Euler
     corrector), else 2 whatever the predictor, since the interpolated ``x0`` is only Hölder-1/2
     along a path (measured on Gaussian data under VP, VE and DDPM-linear on grids uniform in

@@ -23,6 +23,7 @@ from ..noise import GaussianNoise, NoiseSource, check_generator
 from ..sde import SDE
 from ..utils import check_bool, check_device, check_int
 from .adams import IPNDM, LMS
+from .adaptive_sde import AdaptiveSDE
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
 from .base import (
     AffineStep,
@@ -55,6 +56,7 @@ from .ode import PFRK4, EDMHeun, PFEuler, PFHeun
 from .pc import LangevinCorrector, PredictorCorrector
 from .restart import Restart
 from .reverse_sde import Ancestral, EulerMaruyama, ReverseDiffusion, TorchsdeSampler
+from .sa_solver import SASolver
 from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M, SDEDPMSolverPP3M
 from .sde_dpm_solver_singlestep import DPM2Ancestral, DPMSolverPP2SAncestral, DPMSolverPPSDE
 from .unipc import PLMS, PNDM, UniPC
@@ -114,6 +116,8 @@ __all__ = [
     "EDMStochastic",
     "ERSDE",
     "Restart",
+    "SASolver",
+    "AdaptiveSDE",
 ]
 
 SAMPLERS: dict[str, type[Sampler]] = {
@@ -161,6 +165,8 @@ SAMPLERS: dict[str, type[Sampler]] = {
         EDMStochastic,
         ERSDE,
         Restart,
+        SASolver,
+        AdaptiveSDE,
     )
 }
 

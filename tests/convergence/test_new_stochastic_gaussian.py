@@ -1,5 +1,5 @@
-"""``er_sde`` and ``restart`` on exact Gaussian data: 20 000 samples after 200 steps have the
-mean and standard deviation of the exact marginal at ``t_min``, on VP and VE.
+"""``er_sde``, ``restart`` and ``sa_solver`` on exact Gaussian data: 20 000 samples after 200
+steps have the mean and standard deviation of the exact marginal at ``t_min``, on VP and VE.
 
 Bounds from the sample itself: ``|mean - m| <= 5 SE_mean + b`` and ``|std - s| <= 5 SE_std + b``,
 with ``SE_mean = std / sqrt(N)``, ``SE_std = sqrt((m4 - var^2) / N) / (2 std)`` (delta method) and
@@ -19,7 +19,7 @@ SDES = {"vp": S.VPSDE(), "ve": S.VESDE()}
 
 
 @pytest.mark.parametrize("sde_key", sorted(SDES))
-@pytest.mark.parametrize("key", ["er_sde", "restart"])
+@pytest.mark.parametrize("key", ["er_sde", "restart", "sa_solver"])
 def test_samples_have_the_exact_mean_and_std(key, sde_key):
     sde = SDES[sde_key]
     sampler = S.get_sampler(key)

@@ -71,7 +71,10 @@ GRIDS = {"sde_dpm_solver_pp_3m": S.UniformLambda()}
 # schedule near t_min (test_annealed_langevin_bias_falls_at_least_at_its_declared_rate).
 # restart's bias with a fixed restart_steps has a floor from its restart segments; its weak order
 # (with the segments refined with the grid) is tested in tests/convergence/test_restart.py.
-OWN_TEST = {"pc", "annealed_langevin", "restart"}
+# sa_solver's weak order shows on grids uniform in lambda_ (tests/convergence/test_sa_solver.py):
+# on this uniform-in-t VP grid its last steps are long in lambda_ (h ~ 1 at 128 steps) and the
+# slope over 128-1024 steps is 2.5-2.6, not yet asymptotic.
+OWN_TEST = {"pc", "annealed_langevin", "restart", "sa_solver"}
 
 
 def step_based_stochastic():
@@ -284,7 +287,12 @@ def gmm_problem():
 COARSE_STEPS = {"er_sde": 4, "restart": 4}
 
 
-@pytest.mark.parametrize("key", [k for k, c in sorted(SAMPLERS.items()) if c.stochastic])
+# Adaptive samplers (nfe_per_step None) set their accuracy by tolerance, not by n_steps (output
+# times); adaptive_sde's error against its tolerance and NFE is tested in
+# tests/convergence/test_adaptive_sde.py.
+@pytest.mark.parametrize(
+    "key", [k for k, c in sorted(SAMPLERS.items()) if c.stochastic and c.nfe_per_step is not None]
+)
 def test_sliced_wasserstein_to_exact_samples_falls_with_n_steps(key, gmm_problem):
     data, exact, floor, x_T = gmm_problem
     sampler = S.get_sampler(key, **MC_OPTIONS.get(key, {}))

@@ -21,7 +21,6 @@ from .grids import (
     DiscreteSpacing,
     Explicit,
     Karras,
-    Optimized,
     Quadratic,
     TimeGrid,
     UniformLambda,
@@ -31,6 +30,7 @@ from .noise import BrownianNoise, GaussianNoise, NoiseSource
 from .parameterization import Parameterization
 from .samplers import SAMPLERS, Sampler, SampleResult, StepInfo, get_sampler, sample
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, SubVPSDE
+from .tuning import Optimized
 
 __version__ = "0.1.0"
 

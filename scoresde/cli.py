@@ -11,8 +11,12 @@ __all__ = ["main", "build_parser"]
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out=args.out, n_samples=args.n, step_counts=tuple(args.steps), seed=args.seed,
-             device=args.device, progress=not args.no_progress)  # fmt: skip
+    try:
+        run_demo(out=args.out, n_samples=args.n, step_counts=tuple(args.steps), seed=args.seed,
+                 device=args.device, progress=not args.no_progress)  # fmt: skip
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,8 +27,12 @@ from .metrics.distances import sliced_wasserstein
 from .noise import BrownianNoise
 from .samplers import SAMPLERS, get_sampler, sample
 from .sde import VPSDE
+from .utils import check_device, check_int, check_writable
 
 __all__ = ["run_demo"]
+
+# the picture formats matplotlib writes without extra packages
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 # NCSN's 100 Langevin steps per noise level would spend 5000 NFE at n_steps=50, two thirds of
 # the demo's time; 5 per level keeps it in the table at a comparable budget
@@ -45,6 +49,14 @@ def run_demo(
     progress: bool = True,
 ) -> list[dict]:
     """Run the demo, print the table, write the picture; returns the table rows."""
+    check_device("device", device)
+    check_int("n_samples", n_samples, low=2)
+    check_int("seed", seed, low=0)
+    if not step_counts:
+        raise ValueError("step_counts must hold at least one n_steps")
+    for n in step_counts:
+        check_int("n_steps", n, low=1)
+    out = check_writable("out", out, IMAGE_SUFFIXES)
     torch.manual_seed(seed)
     sde = VPSDE()
     data = ring_mixture(k=8, radius=2.0, std=0.25)

@@ -7,8 +7,6 @@ samplers; a sampler never chooses its own grid.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -24,7 +22,6 @@ __all__ = [
     "Quadratic",
     "Explicit",
     "DiscreteSpacing",
-    "Optimized",
 ]
 
 
@@ -229,154 +226,3 @@ class DiscreteSpacing(TimeGrid):
                 f"[0, {sde.N - 1}] for n_steps={n_steps}; got {got}"
             )
         return sde.index_to_t(torch.from_numpy(steps).to(torch.float64))
-
-
-# -------------------------------------------------------------------------------------------
-# Grids fitted to a model and a sampler
-
-
-class Optimized(TimeGrid):
-    r"""A grid fitted for one model, sampler and step count, from a handful of reference
-    trajectories (in the spirit of Sabour et al. 2024, "Align Your Steps", and Xue et al. 2024,
-    "Accelerating Diffusion Sampling with Optimized Time Steps").
-
-    The interior times are parameterised in ``lambda_``:
-    ``lambda_k = lambda_0 + (lambda_n - lambda_0) sum_{j<=k} softmax(theta)_j``, strictly
-    monotone for every ``theta`` (``theta = 0`` is :class:`UniformLambda`), with the endpoints
-    of the base grid fixed. ``theta`` minimises the mean over ``shape[0]`` fixed prior draws of
-    ``|x_sampler(grid) - x_ref|``, where ``x_ref`` comes from ``reference_sampler`` on a fine
-    logSNR-uniform grid. The minimiser is scipy's Nelder–Mead started at ``theta = 0``:
-    derivative-free, so it works for samplers whose coefficients are not differentiable in the
-    grid (e.g. DEIS's quadrature), and it never returns a grid worse on the fitting draws than
-    the uniform-logSNR start.
-
-    Use it as any grid (``sample(..., grid=Optimized(...), n_steps=10)`` fits on first use and
-    caches the result per SDE and step count), or call :meth:`fit` for the :class:`Explicit`
-    grid and save it with :meth:`Explicit.save`.
-
-    Args:
-        sampler: the deterministic sampler (instance or registry key) the grid is for.
-        denoiser: the model the grid is for.
-        shape: ``(n_draws, *dims)`` of the prior draws the objective averages over.
-        seed: seed of those draws.
-        reference_sampler: sampler of the reference solution (default UniPC with solver order 3
-            and no lower-order final steps: order 4).
-        reference_steps: steps of the reference solution on a logSNR-uniform grid.
-        denoise_final: fit the grid for sampling with ``denoise_final=True``.
-        max_evals: budget of objective evaluations (each is one sampling run of ``n_steps``).
-        t_start, t_end: endpoints (default ``T`` and ``t_min``).
-    """
-
-    def __init__(
-        self,
-        sampler,
-        denoiser,
-        *,
-        shape: tuple[int, ...],
-        seed: int = 0,
-        reference_sampler=None,
-        reference_steps: int = 512,
-        denoise_final: bool = False,
-        max_evals: int = 2000,
-        t_start: float | None = None,
-        t_end: float | None = None,
-    ):
-        from .denoiser import Denoiser
-        from .samplers import Sampler, get_sampler
-
-        super().__init__(t_start=t_start, t_end=t_end)
-        sampler = get_sampler(sampler) if isinstance(sampler, str) else sampler
-        if not isinstance(sampler, Sampler) or sampler.stochastic:
-            raise ValueError(
-                f"sampler must be a deterministic Sampler or its registry key (the objective "
-                f"compares final states); got {sampler!r}"
-            )
-        if reference_sampler is not None:
-            if isinstance(reference_sampler, str):
-                reference_sampler = get_sampler(reference_sampler)
-            if not isinstance(reference_sampler, Sampler) or reference_sampler.stochastic:
-                raise ValueError(
-                    f"reference_sampler must be None or a deterministic Sampler or its registry "
-                    f"key; got {reference_sampler!r}"
-                )
-        if not isinstance(denoiser, Denoiser):
-            raise ValueError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
-        shape = tuple(shape)
-        if len(shape) < 1 or not all(isinstance(s, int) and s >= 1 for s in shape):
-            raise ValueError(
-                f"shape must be a tuple of positive ints (n_draws, *dims); got {shape!r}"
-            )
-        if not isinstance(denoise_final, bool):
-            raise ValueError(f"denoise_final must be a bool; got {denoise_final!r}")
-        self.sampler = sampler
-        self.denoiser = denoiser
-        self.shape = shape
-        self.seed = check_int("seed", seed, low=0)
-        self.reference_sampler = reference_sampler
-        self.reference_steps = check_int("reference_steps", reference_steps, low=2)
-        self.denoise_final = denoise_final
-        self.max_evals = check_int("max_evals", max_evals, low=1)
-        self._fitted: dict = {}
-        self.last_fit: dict | None = None
-
-    def __repr__(self) -> str:
-        return f"Optimized(sampler={self.sampler!r}, shape={self.shape}, seed={self.seed})"
-
-    def grid(self, sde: SDE, n_steps: int) -> Tensor:
-        n_steps = check_int("n_steps", n_steps, low=1)
-        fitted = self._fitted.get((sde, n_steps)) or self.fit(sde, n_steps)
-        return fitted.grid(sde)
-
-    def fit(self, sde: SDE, n_steps: int) -> Explicit:
-        """Fit (or refit) the grid of ``n_steps`` steps under ``sde``; diagnostics land in
-        ``last_fit``, and :meth:`grid` returns this fit from now on."""
-        from scipy.optimize import minimize
-
-        from .samplers import UniPC, sample
-
-        n_steps = check_int("n_steps", n_steps, low=1)
-        t_start, t_end = self.endpoints(sde)
-        sampler = self.sampler
-        ref_sampler = self.reference_sampler
-        if ref_sampler is None:
-            ref_sampler = UniPC(solver_order=3, lower_order_final=False)
-        gen = torch.Generator().manual_seed(self.seed)
-        x_T = sde.prior_sample(self.shape, generator=gen, dtype=torch.float64)
-        base = UniformLambda(t_start=t_start, t_end=t_end)
-        x_ref = sample(ref_sampler, self.denoiser, sde, x_T=x_T, grid=base,
-                       n_steps=self.reference_steps, denoise_final=self.denoise_final,
-                       progress=False).x  # fmt: skip
-        lam0, lam1 = float(sde.lambda_(t_start)), float(sde.lambda_(t_end))
-
-        def times(theta: np.ndarray) -> Tensor:
-            logits = torch.from_numpy(np.append(theta, 0.0))
-            frac = torch.cumsum(torch.softmax(logits, 0), 0)
-            lam = torch.cat([torch.zeros(1, dtype=torch.float64), frac]) * (lam1 - lam0) + lam0
-            ts = sde.inverse_lambda(lam)
-            ts[0], ts[-1] = t_start, t_end
-            return ts
-
-        def loss(theta: np.ndarray) -> float:
-            try:
-                res = sample(sampler, self.denoiser, sde, x_T=x_T, grid=Explicit(times(theta)),
-                             denoise_final=self.denoise_final, progress=False)  # fmt: skip
-            except (ValueError, FloatingPointError):
-                return math.inf  # a grid too fine for the schedule, or a diverging sampler
-            return float((res.x - x_ref).flatten(1).norm(dim=1).mean())
-
-        theta0 = np.zeros(n_steps - 1)
-        loss0 = loss(theta0)
-        if n_steps == 1:
-            theta, loss1, evals = theta0, loss0, 1
-        else:
-            simplex = np.vstack([theta0, np.eye(n_steps - 1) * 0.5])
-            opt = minimize(loss, theta0, method="Nelder-Mead", options={
-                "initial_simplex": simplex, "maxfev": self.max_evals, "xatol": 1e-4, "fatol": 0.0,
-            })  # fmt: skip
-            theta, loss1, evals = opt.x, float(opt.fun), int(opt.nfev) + 1
-            if not loss1 <= loss0:
-                theta, loss1 = theta0, loss0
-        self.last_fit = {"n_steps": n_steps, "loss_uniform_lambda": loss0, "loss": loss1,
-                         "n_evals": evals}  # fmt: skip
-        self._fitted[(sde, n_steps)] = Explicit(times(theta))
-        return self._fitted[(sde, n_steps)]

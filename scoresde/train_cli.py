@@ -105,12 +105,17 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument(
         "--nfe",
         type=int,
-        required=True,
-        help="network evaluations; must be a count the sampler can spend exactly",
+        help="network evaluations; must be a count the sampler can spend exactly (required "
+        "unless --grid is a saved grid file, whose step count fixes it)",
     )
     p.add_argument(
-        "--grid", default="uniform_time", choices=("uniform_time", "uniform_lambda", "karras")
+        "--grid",
+        default=None,
+        help=f"one of {list(GRID_NAMES)}, or a grid file saved by Explicit.save (e.g. a fitted "
+        "Optimized grid); default: the sampler's own default grid. 'optimized' fits a grid for "
+        "this checkpoint and sampler first (a few minutes on a CPU for a small UNet)",
     )
+    p.add_argument("--save-grid", help="also save the grid that was used (.pt, Explicit.save)")
     p.add_argument(
         "--denoise-final",
         action="store_true",
@@ -118,7 +123,9 @@ def add_train_parsers(subparsers) -> None:
     )
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG file (images) or .pt file (any data)")
+    p.add_argument(
+        "--out", required=True, help="PNG file (image grid of image data) or .pt file (any data)"
+    )
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -263,10 +270,52 @@ def run_train(args) -> int:
     return 0
 
 
-def _grid(name: str):
-    from .grids import Karras, UniformLambda, UniformTime
+# the grids ``sample --grid`` builds by name (a path to a saved grid file is also accepted)
+GRID_NAMES = (
+    "uniform_time",
+    "uniform_lambda",
+    "karras",
+    "quadratic",
+    "linspace",
+    "leading",
+    "trailing",
+    "optimized",
+)
+SAMPLE_SUFFIXES = (".png", ".pt")
 
-    return {"uniform_time": UniformTime, "uniform_lambda": UniformLambda, "karras": Karras}[name]()
+
+def make_grid(name: str | None, *, sampler=None, denoiser=None, shape=None):
+    """The grid ``sample --grid NAME`` stands for: ``None`` (the sampler's default), a named
+    grid, or an :class:`Explicit` grid loaded from a ``.pt`` file written by ``Explicit.save``.
+    ``"optimized"`` needs the sampler, the denoiser and the sample shape it is fitted for."""
+    from .grids import DiscreteSpacing, Explicit, Karras, Quadratic, UniformLambda, UniformTime
+
+    if name is None:
+        return None
+    named = {"uniform_time": UniformTime, "uniform_lambda": UniformLambda,
+             "karras": lambda: Karras(7.0), "quadratic": Quadratic}  # fmt: skip
+    if name in named:
+        return named[name]()
+    if name in DiscreteSpacing.KINDS:
+        return DiscreteSpacing(name)
+    if name == "optimized":
+        from .tuning import Optimized
+
+        # the settings measured on the MNIST checkpoint (docs/benchmarks.md): minutes on a CPU
+        return Optimized(sampler, denoiser, shape=(8, *shape[1:]), reference_steps=50,
+                         max_evals=200, patience=40, progress=True)  # fmt: skip
+    path = Path(name)
+    if path.suffix != ".pt" or not path.is_file():
+        raise ValueError(
+            f"--grid must be one of {list(GRID_NAMES)} or an existing .pt grid file saved by "
+            f"Explicit.save; got {name!r}"
+        )
+    try:
+        return Explicit.load(path)
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, OSError) as err:
+        raise ValueError(
+            f"--grid {name!r} is not a grid file saved by Explicit.save ({err})"
+        ) from None
 
 
 def nfe_to_steps(sampler, nfe: int) -> int:
@@ -294,23 +343,50 @@ def run_sample(args) -> int:
     from . import get_sampler, sample
     from .checkpoint import load, load_denoiser
     from .data import float_to_images
+    from .grids import Explicit
+    from .utils import check_device, check_writable
 
     try:
         _setup_threads(args)
         if args.n < 1:
             raise ValueError(f"--n must be >= 1; got {args.n}")
+        # every check that can fail runs before any network call is spent
+        out = check_writable("--out", args.out, SAMPLE_SUFFIXES)
+        save_to = (
+            None
+            if args.save_grid is None
+            else check_writable("--save-grid", args.save_grid, (".pt",))
+        )
+        check_device("--device", args.device)
         ckpt = load(args.ckpt, map_location=args.device)
-        denoiser = load_denoiser(ckpt, ema=not args.no_ema)
-        denoiser.net.to(args.device)
-        sampler = get_sampler(args.sampler)
-        # the final x0 prediction is one more network call, paid from the same budget
-        n_steps = nfe_to_steps(sampler, args.nfe - 1 if args.denoise_final else args.nfe)
         cfg = ckpt["model_config"]
         shape = (
             (args.n, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
             if cfg["name"] == "unet"
             else (args.n, cfg["dim"])
         )
+        if out.suffix.lower() == ".png" and len(shape) != 4:
+            raise ValueError(
+                f"--out {out} is a PNG but the checkpoint's data are not images (shape {shape}); "
+                "use a .pt file"
+            )
+        denoiser = load_denoiser(ckpt, ema=not args.no_ema)
+        denoiser.net.to(args.device)
+        sampler = get_sampler(args.sampler)
+        grid = make_grid(args.grid, sampler=sampler, denoiser=denoiser, shape=shape)
+        extra = int(args.denoise_final)  # the final x0 prediction is paid from the same budget
+        if isinstance(grid, Explicit):
+            n_steps = grid.ts.numel() - 1
+            spent = sampler.nfe(n_steps)
+            if args.nfe is not None and spent is not None and args.nfe != spent + extra:
+                raise ValueError(
+                    f"--nfe {args.nfe} does not match the grid file's {n_steps} steps "
+                    f"({spent + extra} NFE with {args.sampler!r}); leave --nfe out"
+                )
+        elif args.nfe is None:
+            raise ValueError("--nfe is required unless --grid is a saved grid file")
+        else:
+            n_steps = nfe_to_steps(sampler, args.nfe - extra)
         gen = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
         res = sample(
@@ -318,7 +394,7 @@ def run_sample(args) -> int:
             denoiser,
             shape=shape,
             n_steps=n_steps,
-            grid=_grid(args.grid),
+            grid=grid,
             generator=gen,
             denoise_final=args.denoise_final,
             progress=False,
@@ -327,19 +403,16 @@ def run_sample(args) -> int:
         seconds = time.perf_counter() - start
     except (ValueError, FileNotFoundError) as err:
         return _error(str(err))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
-        if len(shape) != 4:
-            return _error(
-                f"--out {out} is a PNG but the checkpoint's data are not images (shape {shape})"
-            )
+    if out.suffix.lower() == ".png":
         save_grid(float_to_images(res.x.cpu()), out)
     else:
         torch.save(res.x.cpu(), out)
+    if save_to is not None:
+        Explicit(res.ts).save(save_to)
+    grid_name = args.grid or "the sampler's default"
     print(
         f"{args.n} samples with {args.sampler} ({n_steps} steps, {res.nfe} NFE measured, "
-        f"grid {args.grid}{', denoised final step' if args.denoise_final else ''}) "
+        f"grid {grid_name}{', denoised final step' if args.denoise_final else ''}) "
         f"in {seconds:.1f}s -> {out}"
     )
     return 0

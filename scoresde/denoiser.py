@@ -10,7 +10,6 @@ measured, never inferred.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -110,11 +109,43 @@ class LogSigmaInput(TimeInput):
 # -------------------------------------------------------------------------------------------
 
 
-class Prediction(NamedTuple):
-    """Both forms of one network evaluation at ``(x, t)``."""
+class Prediction:
+    """Both forms, ``x0`` and ``eps``, of one network evaluation at ``(x, t)``.
 
-    x0: Tensor
-    eps: Tensor
+    ``Prediction(x0, eps)`` holds the two tensors (and unpacks as ``x0, eps = prediction``). The
+    Denoiser builds it from the network's output and converts the form the network does not
+    output on first access only: a sampler that reads ``eps`` of an eps-network pays no
+    conversion (no ``alpha``, ``sigma``, no extra pass over the state).
+    """
+
+    __slots__ = ("_x0", "_eps", "_convert")
+
+    def __init__(self, x0: Tensor | None = None, eps: Tensor | None = None, *, convert=None):
+        if convert is None and (x0 is None or eps is None):
+            raise ValueError("Prediction needs both x0 and eps (or a convert function)")
+        self._x0, self._eps, self._convert = x0, eps, convert
+
+    def _fill(self) -> None:
+        self._x0, self._eps = self._convert()
+        self._convert = None
+
+    @property
+    def x0(self) -> Tensor:
+        if self._x0 is None:
+            self._fill()
+        return self._x0
+
+    @property
+    def eps(self) -> Tensor:
+        if self._eps is None:
+            self._fill()
+        return self._eps
+
+    def __iter__(self):
+        return iter((self.x0, self.eps))
+
+    def __repr__(self) -> str:
+        return f"Prediction(x0={self.x0!r}, eps={self.eps!r})"
 
 
 def _concat_kwargs(a: dict, b: dict) -> dict:
@@ -225,7 +256,10 @@ class Denoiser:
 
     def raw(self, x: Tensor, t: Tensor | float) -> Tensor:
         """One network call at ``(x, t)``, in the network's own parameterization."""
-        t = self._batch_time(x, t)
+        return self._call(x, self._batch_time(x, t))
+
+    def _call(self, x: Tensor, t: Tensor) -> Tensor:
+        """:meth:`raw` for ``t`` already batched by :meth:`_batch_time`."""
         t_in = self.time_input(self.sde, t).to(x.dtype)
         if self.guidance is None:
             out = self.net(x, t_in, **self.model_kwargs)
@@ -239,22 +273,28 @@ class Denoiser:
             )
         return out
 
-    def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor]:
-        """One network call: the prediction and the ``alpha``, ``sigma`` it was converted with."""
-        t = self._batch_time(x, t)
-        out = self.raw(x, t)
-        alpha = expand_to(self.sde.alpha(t), x)
-        sigma = expand_to(self.sde.sigma(t), x)
-        self.last = Prediction(*to_x0_eps(out, x, alpha, sigma, self.parameterization))
-        return self.last, alpha, sigma
-
-    def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:
-        pred, alpha, sigma = self._predict(x, t)
-        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization)
+    def _alpha_sigma(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        alpha, sigma = self.sde.alpha_sigma(t)
+        return expand_to(alpha, x), expand_to(sigma, x)
 
     def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
-        """``(x0, eps)`` from one network call."""
-        return self._predict(x, t)[0]
+        """``(x0, eps)`` from one network call; the form the network does not output is
+        converted when first read (see :class:`Prediction`)."""
+        t = self._batch_time(x, t)
+        out = self._call(x, t)
+        p = self.parameterization
+
+        def convert() -> tuple[Tensor, Tensor]:
+            return to_x0_eps(out, x, *self._alpha_sigma(x, t), p)
+
+        known = {Parameterization.EPS: (None, out), Parameterization.X0: (out, None)}
+        self.last = Prediction(*known.get(p, (None, None)), convert=convert)
+        return self.last
+
+    def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:
+        pred = self.predict(x, t)
+        alpha, sigma = self._alpha_sigma(x, self._batch_time(x, t))
+        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization)
 
     def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.predict(x, t).x0

@@ -65,6 +65,10 @@ class SDE(ABC):
     def alpha(self, t: Tensor | float) -> Tensor:
         return self.log_alpha(t).exp()
 
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """``(alpha(t), sigma(t))`` together (a schedule may share work between them)."""
+        return self.alpha(t), self.sigma(t)
+
     def lambda_(self, t: Tensor | float) -> Tensor:
         """Half log-SNR, ``lambda = log(alpha / sigma)`` (DPM-Solver's lambda, Lu et al. 2022)."""
         return self.log_alpha(t) - self.sigma(t).log()
@@ -363,6 +367,10 @@ class DiscreteVPSDE(SDE):
 
     def sigma(self, t):
         return (-torch.expm1(2.0 * self.log_alpha(t))).sqrt()
+
+    def alpha_sigma(self, t):
+        log_alpha = self.log_alpha(t)  # one table lookup for both
+        return log_alpha.exp(), (-torch.expm1(2.0 * log_alpha)).sqrt()
 
     def f(self, t):
         t = as_time(t)

@@ -24,6 +24,11 @@ from ..sde import SDE
 
 __all__ = ["Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule"]
 
+# the driver checks the state for NaN / inf every this many steps (and after the last): a NaN or
+# inf, once in the state, stays there through the affine updates of every sampler, so a check
+# per window finds it; the window's states are kept to name the first bad step
+FINITE_CHECK_EVERY = 8
+
 
 @dataclass
 class StepInfo:
@@ -124,30 +129,40 @@ class Sampler(ABC):
     ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """The driver loop: ``init``, then ``step`` for every interval of ``ts``.
 
-        Non-finite states are detected without a host sync per step: the index of the first bad
-        step is kept on the device and read once at the end.
+        Non-finite states: the state is checked every ``FINITE_CHECK_EVERY`` steps and after the
+        last (one pass and one host sync per check, not per step). The states since the last
+        check are kept, so a failed check finds the first non-finite one and names its step;
+        a diverging run stops within ``FINITE_CHECK_EVERY`` steps instead of spending the rest.
         """
         n = ts.numel() - 1
         state = self.init(denoiser, sde, ts, x)
         grid = ts.tolist()
-        first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
         trajectory = [x] if save_trajectory else None
+        window: list[Tensor] = []  # states since the last finite check
         denoiser.last = None
-        for i in tqdm(range(n), desc=self.name, disable=not progress, leave=False):
+        steps = tqdm(range(n), desc=self.name, leave=False) if progress else range(n)
+        for i in steps:
             x, state = self.step(denoiser, sde, grid, i, x, state, noise)
-            bad = ~torch.isfinite(x).all()
-            first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+            window.append(x)
+            if len(window) == FINITE_CHECK_EVERY or i == n - 1:
+                if not bool(torch.isfinite(x).all()):
+                    k = (
+                        i
+                        - len(window)
+                        + next(j for j, w in enumerate(window) if not bool(torch.isfinite(w).all()))
+                        + 1
+                    )
+                    raise FloatingPointError(
+                        f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next="
+                        f"{grid[k + 1]:.6g}) in {self.name!r}; the first non-finite value "
+                        "appeared in this step's update"
+                    )
+                window.clear()
             if trajectory is not None:
                 trajectory.append(x)
             if callback is not None:
                 last = denoiser.last
                 callback(StepInfo(i, grid[i], grid[i + 1], x, None if last is None else last.x0))
-        k = int(first_bad)
-        if k >= 0:
-            raise FloatingPointError(
-                f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
-                f"in {self.name!r}; the first non-finite value appeared in this step's update"
-            )
         traj = None if trajectory is None else torch.stack(trajectory)
         return x, traj, {}
 

@@ -403,13 +403,14 @@ def run_sample(args) -> int:
         seconds = time.perf_counter() - start
     except (ValueError, FileNotFoundError) as err:
         return _error(str(err))
+    grid_name = args.grid or "the sampler's default"
     if out.suffix.lower() == ".png":
-        save_grid(float_to_images(res.x.cpu()), out)
+        caption = f"{args.sampler}, grid {grid_name}, {res.nfe} NFE, {args.n} samples"
+        save_grid(float_to_images(res.x.cpu()), out, caption=caption)
     else:
         torch.save(res.x.cpu(), out)
     if save_to is not None:
         Explicit(res.ts).save(save_to)
-    grid_name = args.grid or "the sampler's default"
     print(
         f"{args.n} samples with {args.sampler} ({n_steps} steps, {res.nfe} NFE measured, "
         f"grid {grid_name}{', denoised final step' if args.denoise_final else ''}) "
@@ -418,15 +419,19 @@ def run_sample(args) -> int:
     return 0
 
 
-def save_grid(images, path: Path, *, nrow: int | None = None) -> None:
-    """Tile ``uint8`` images ``(N, C, H, W)`` into a PNG grid with a 2-pixel border."""
-    import matplotlib.image
+def save_grid(
+    images, path: Path, *, nrow: int | None = None, scale: int = 3, caption: str | None = None
+) -> None:
+    """Tile ``uint8`` images ``(N, C, H, W)`` into a PNG: greyscale for one channel, RGB for
+    three; tiles ``scale`` times upscaled (nearest neighbour) and separated by mid-grey lines,
+    which stay visible on black or white backgrounds; ``caption`` written on a strip above."""
+    from PIL import Image, ImageDraw
 
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)
     pad = 2
-    canvas = torch.zeros((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=torch.uint8)
+    canvas = torch.full((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), 128, dtype=torch.uint8)
     for k in range(n):
         r, q = divmod(k, nrow)
         canvas[
@@ -434,11 +439,20 @@ def save_grid(images, path: Path, *, nrow: int | None = None) -> None:
             pad + r * (h + pad) : pad + r * (h + pad) + h,
             pad + q * (w + pad) : pad + q * (w + pad) + w,
         ] = images[k]
-    arr = canvas.permute(1, 2, 0).numpy()
-    if c == 1:
-        matplotlib.image.imsave(path, arr[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        matplotlib.image.imsave(path, arr)
+    canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    arr = canvas[0].numpy() if c == 1 else canvas.permute(1, 2, 0).numpy()
+    image = Image.fromarray(arr)  # uint8 (H, W) is greyscale "L", (H, W, 3) is "RGB"
+    if caption:
+        strip = 18
+        framed = Image.new(
+            image.mode,
+            (image.width, image.height + strip),
+            color=255 if c == 1 else (255, 255, 255),
+        )
+        framed.paste(image, (0, strip))
+        ImageDraw.Draw(framed).text((4, 3), caption, fill=0 if c == 1 else (0, 0, 0))
+        image = framed
+    image.save(path)
 
 
 def run_nll(args) -> int:

@@ -7,7 +7,6 @@ own ``nfe()``, never by assumption).
 import argparse
 import json
 
-import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -52,8 +51,13 @@ def test_train_sample_and_nll_run_from_the_checkpoint_alone(tmp_path, fake_mnist
     assert "3 NFE measured" in capsys.readouterr().out
     assert run(f"sample --ckpt {out}/ema.pt --nfe 3 --n 4 --denoise-final --out {grid}") == 0
     assert "(2 steps, 3 NFE measured" in capsys.readouterr().out
-    # 2x2 tiles of 28 pixels with a 2-pixel border
-    assert matplotlib.image.imread(grid).shape[:2] == (2 + 2 * 30, 2 + 2 * 30)
+    # 2x2 tiles of 28 pixels with a 2-pixel grey border, upscaled 3x, under an 18-pixel caption;
+    # a greyscale PNG
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        assert image.mode == "L" and image.size == (3 * (2 + 2 * 30), 3 * (2 + 2 * 30) + 18)
+        assert image.getpixel((1, 18 + 1)) == 128  # the separator
 
     result = tmp_path / "nll.json"
     cmd = f"nll --ckpt {out}/checkpoint.pt --n 4 --batch-size 4 --rtol 1e-2 --atol 1e-2"

@@ -53,3 +53,18 @@ def test_explicit_grid_round_trips_through_a_file(tmp_path):
 def test_explicit_grid_rejects_a_wrong_n_steps():
     with pytest.raises(ValueError, match="n_steps must be None or 3"):
         S.Explicit([1.0, 0.5, 0.1, 0.001]).grid(S.VPSDE(), 5)
+
+
+def test_grids_do_not_import_samplers_or_tuning():
+    """Samplers import the grids; a grid that runs samplers (``Optimized``) lives in
+    ``scoresde.tuning``, so ``grids.py`` imports neither (no import cycle)."""
+    import ast
+    import inspect
+
+    import scoresde.grids
+
+    tree = ast.parse(inspect.getsource(scoresde.grids))
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if "samplers" in m or "tuning" in m}, imported
+    assert S.Optimized.__module__ == "scoresde.tuning"

@@ -146,12 +146,8 @@ class Sampler(ABC):
             window.append(x)
             if len(window) == FINITE_CHECK_EVERY or i == n - 1:
                 if not bool(torch.isfinite(x).all()):
-                    k = (
-                        i
-                        - len(window)
-                        + next(j for j, w in enumerate(window) if not bool(torch.isfinite(w).all()))
-                        + 1
-                    )
+                    first = next(j for j, w in enumerate(window) if not torch.isfinite(w).all())
+                    k = i + 1 - len(window) + first  # window[j]: the state after step i+1-len+j
                     raise FloatingPointError(
                         f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next="
                         f"{grid[k + 1]:.6g}) in {self.name!r}; the first non-finite value "

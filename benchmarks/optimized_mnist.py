@@ -1,8 +1,9 @@
 """What an ``Optimized`` grid buys on a trained network: fit time and FID against its start.
 
 Fits ``scoresde.Optimized`` for one sampler at one NFE budget on the MNIST checkpoint (float32
-UNet, on the CPU by default) with a budget a user can afford, times the fit, saves the grid, then
-scores ``--n`` samples on the start grid and on the fitted grid by FID (as
+UNet, on the CPU by default) with a budget a user can afford, times the fit, saves the grid,
+measures the path error to the converged PF-ODE solution on 32 prior draws the fit never saw,
+then scores ``--n`` samples on the start grid and on the fitted grid by FID (as
 ``benchmarks/fid_vs_steps.py`` does: same prior draws for both grids, reference statistics of
 the first ``--ref-n`` MNIST training images, cached). Each ``--seeds`` value draws a fresh set of
 samples, so the spread between seeds shows the Monte-Carlo noise of a 1000-sample FID::
@@ -30,6 +31,25 @@ from benchmarks.fid_vs_steps import fid_cell, load_checkpoint, read_mnist_images
 from scoresde.metrics import InceptionFeatures
 
 COLUMNS = ["grid", "seed", "sampler", "nfe", "n_steps", "fid", "n_samples", "time_s", "note"]
+
+
+def held_out_path_error(model, sampler, n_steps, fitted, *, n=32, seed=7, reference_steps=200):
+    """RMS distance per sample (``|x - x_ref| / sqrt(d)``) to the converged PF-ODE solution (UniPC
+    order 4 on ``reference_steps`` logSNR-uniform steps) of ``n`` prior draws the fit never saw,
+    on ``UniformLambda`` and on the fitted grid: ``{grid: per-draw errors}``."""
+    den, sde = model.denoiser, model.denoiser.sde
+    x_T = sde.prior_sample((n, *model.shape), generator=torch.Generator().manual_seed(seed))
+    ref_sampler = S.get_sampler("unipc", solver_order=3, lower_order_final=False)
+    ref = S.sample(ref_sampler, den, x_T=x_T, grid=S.UniformLambda(), n_steps=reference_steps,
+                   progress=False).x  # fmt: skip
+    out = {}
+    for name, grid, steps in (
+        ("uniform_lambda", S.UniformLambda(), n_steps),
+        ("optimized", fitted, None),
+    ):
+        x = S.sample(sampler, den, x_T=x_T, grid=grid, n_steps=steps, progress=False).x
+        out[name] = (x - ref).flatten(1).norm(dim=1) / x[0].numel() ** 0.5
+    return out
 
 
 def main(argv=None) -> int:
@@ -72,6 +92,13 @@ def main(argv=None) -> int:
     grid_file = folder / f"optimized_{args.sampler}_{args.nfe}nfe.pt"
     fitted.save(grid_file)
     print("ts:", [round(t, 5) for t in fitted.ts.tolist()], flush=True)
+
+    errors = held_out_path_error(model, sampler, n_steps, fitted)
+    ratio = errors["optimized"] / errors["uniform_lambda"]
+    for label, e in errors.items():
+        print(f"held-out path error {label}: mean {e.mean():.4f}, median {e.median():.4f}")
+    print(f"optimized / uniform_lambda per draw: median {ratio.median():.3f}, "
+          f"better on {int((ratio < 1).sum())}/{len(ratio)}", flush=True)  # fmt: skip
 
     extractor = InceptionFeatures(Path(args.data_dir) / "fid-inception" / "default_1.pt",
                                   device=device)  # fmt: skip

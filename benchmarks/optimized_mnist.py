@@ -12,8 +12,8 @@ samples, so the spread between seeds shows the Monte-Carlo noise of a 1000-sampl
         --data-dir ../shared/data
 
 Writes ``optimized_mnist.tsv`` (one row per grid and seed, rewritten after each), the fitted
-grid ``optimized_<sampler>_<nfe>nfe.pt`` (``python -m scoresde sample --grid FILE`` reads it)
-and ``env_optimized.txt`` to ``benchmarks/results/<date>_<device>/``.
+grid ``optimized_<sampler>_<nfe>nfe.pt`` (``python -m scoresde sample --grid FILE`` reads it;
+``--grid FILE`` here skips the fit and measures a saved grid) and ``env_optimized.txt`` to ``benchmarks/results/<date>_<device>/``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "cache"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
+    p.add_argument("--grid", help="a fitted grid file: skip the fit, measure path error and FID")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     device = torch.device(args.device)
@@ -82,15 +83,25 @@ def main(argv=None) -> int:
     grid = S.Optimized(sampler, model.denoiser, shape=(args.draws, *model.shape), seed=1000,
                        start=start_grid, reference_steps=args.reference_steps,
                        max_evals=args.max_evals, patience=args.patience, progress=False)  # fmt: skip
-    began, cpu0 = time.perf_counter(), time.process_time()
-    fitted = grid.fit(model.denoiser.sde, n_steps)
-    fit = grid.last_fit
-    # CPU seconds of this process: the wall time of a shared machine overstates the fit
-    fit["cpu_seconds"] = time.process_time() - cpu0
-    print(f"fit: {fit['seconds']:.0f} s wall, {fit['cpu_seconds']:.0f} s CPU, {fit['n_evals']} evaluations, {fit['nfe']} NFE "
-          f"(x{args.draws} draws); loss {fit['loss_start']:.4f} -> {fit['loss']:.4f}", flush=True)  # fmt: skip
-    grid_file = folder / f"optimized_{args.sampler}_{args.nfe}nfe.pt"
-    fitted.save(grid_file)
+    began = time.perf_counter()
+    rows = []
+    if args.grid is not None:
+        fitted = S.Explicit.load(args.grid)
+    else:
+        cpu0 = time.process_time()
+        fitted = grid.fit(model.denoiser.sde, n_steps)
+        fit = grid.last_fit
+        # CPU seconds of this process: the wall time of a shared machine overstates the fit
+        fit["cpu_seconds"] = time.process_time() - cpu0
+        print(f"fit: {fit['seconds']:.0f} s wall, {fit['cpu_seconds']:.0f} s CPU, {fit['n_evals']} evaluations, {fit['nfe']} NFE "
+              f"(x{args.draws} draws); loss {fit['loss_start']:.4f} -> {fit['loss']:.4f}", flush=True)  # fmt: skip
+        grid_file = folder / f"optimized_{args.sampler}_{args.nfe}nfe.pt"
+        fitted.save(grid_file)
+        rows.append({"grid": "fit", "sampler": args.sampler, "nfe": fit["nfe"], "n_steps": n_steps,
+                 "time_s": round(fit["seconds"], 1),
+                 "note": f"{fit['cpu_seconds']:.0f} s CPU (1 thread); {fit['n_evals']} evals on {args.draws} draws, reference "
+                         f"{args.reference_steps} steps; loss {fit['loss_start']:.4f} -> "
+                         f"{fit['loss']:.4f}"})  # fmt: skip
     print("ts:", [round(t, 5) for t in fitted.ts.tolist()], flush=True)
 
     errors = held_out_path_error(model, sampler, n_steps, fitted)
@@ -105,11 +116,6 @@ def main(argv=None) -> int:
     real = read_mnist_images(Path(args.data_dir) / "mnist", args.ref_n)
     reference = reference_stats(real, extractor, Path(args.cache_dir) / f"mnist-train-{args.ref_n}.npz",
                                 f"mnist train-images-idx3-ubyte[0:{args.ref_n}]", args.batch_size)  # fmt: skip
-    rows = [{"grid": "fit", "sampler": args.sampler, "nfe": fit["nfe"], "n_steps": n_steps,
-             "time_s": round(fit["seconds"], 1),
-             "note": f"{fit['cpu_seconds']:.0f} s CPU (1 thread); {fit['n_evals']} evals on {args.draws} draws, reference "
-                     f"{args.reference_steps} steps; loss {fit['loss_start']:.4f} -> "
-                     f"{fit['loss']:.4f}"}]  # fmt: skip
     for seed in args.seeds:
         for label, g in (("uniform_lambda", start_grid), ("optimized", fitted)):
             cell = fid_cell(model, sampler, g, n_steps, extractor, reference, n=args.n,

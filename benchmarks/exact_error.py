@@ -267,6 +267,7 @@ def optimized_grid(sampler: S.Sampler, problem: Problem, seed: int) -> S.TimeGri
         shape=(OPTIMIZED_DRAWS, *problem.data.event_shape),
         seed=seed + 100,
         max_evals=OPTIMIZED_EVALS,
+        progress=False,
     )
 
 

@@ -9,18 +9,25 @@ methods): coefficient set-up, the update arithmetic, bookkeeping. It is reported
 - as a ratio against diffusers' scheduler loop and k-diffusion's sampler for the same method on
   the same batch, schedule (DDPM-linear) and step count, measured in the same run.
 
-Every implementation gets the same NFE budget (the most steps that fit it); each timing is the
-median of ``--repeats``
-runs after one warm-up. Our samplers run through the public ``scoresde.sample`` with
-``progress=False``; k-diffusion with ``disable=True``.
+Every implementation gets the same NFE budget (the most steps that fit it) and a zero
+eps-network: ours through ``scoresde.Denoiser`` (conversions included), diffusers' schedulers
+converting eps inside ``step``. k-diffusion runs twice: with a zero denoiser (its sampler loop
+alone, no conversion at all: the strictest peer) and through the arithmetic of its wrapper for
+discrete eps models (input scaling, sigma-to-train-step interpolation, ``x - sigma eps``), what
+a user of a DDPM eps-network runs. Each peer row gives "scoresde / peer" for the same network
+output: ours on a zero x0-network against k-diffusion's free denoiser, ours on the zero
+eps-network against the others. The implementations of one method
+are timed in turns, ``--repeats`` rounds after one warm-up, and each keeps its fastest run (the
+machine may be shared: the minimum is the run least disturbed). Our samplers run through the
+public ``scoresde.sample`` with ``progress=False``; k-diffusion with ``disable=True``. Every
+state shape of ``--shapes`` is timed in the same run.
 
-    python -m benchmarks.overhead [--device cuda] [--batch 64] [--nfe 50]
+    python -m benchmarks.overhead [--device cuda] [--shapes 64x1x28x28 4x4x64x64] [--nfe 50]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -57,6 +64,7 @@ COLUMNS = [
     "time_per_nfe_s",
     "fraction_of_model_forward",
     "ratio_vs_scoresde",
+    "scoresde_vs_peer",
     "model",
 ]
 
@@ -74,18 +82,31 @@ def small_unet(shape: Sequence[int]) -> tuple[nn.Module, str]:
     return net, f"scoresde.models.UNet ({n_params / 1e6:.2f} M params, MNIST checkpoint config)"
 
 
-def _timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    def once():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+def _timed_once(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
-    once()  # warm-up: first-call allocations, lazy imports, cudnn autotuning
-    return statistics.median(once() for _ in range(repeats))
+
+def _timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    _timed_once(fn, device)  # warm-up: first-call allocations, lazy imports, cudnn autotuning
+    return min(_timed_once(fn, device) for _ in range(repeats))
+
+
+def _interleaved(fns: Sequence[Callable[[], object]], repeats: int, device) -> list[float]:
+    """The fastest of ``repeats`` timings of each function, taken in turns (one of each per
+    round), so a load that comes and goes on a shared machine weighs on all of them alike."""
+    for fn in fns:
+        _timed_once(fn, device)  # warm-up
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            best[k] = min(best[k], _timed_once(fn, device))
+    return best
 
 
 def measure(
@@ -99,7 +120,8 @@ def measure(
     peers_enabled: bool = True,
 ) -> tuple[list[dict], float, str]:
     """Rows of overhead per network call for each method and implementation, the model's forward
-    time and its description. Each implementation gets the most steps that fit ``nfe`` calls."""
+    time and its description. Each implementation gets the most steps that fit ``nfe`` calls;
+    the implementations of one method are timed in turns, and each keeps its fastest run."""
     from benchmarks.exact_error import steps_for_budget
 
     device = torch.device(device)
@@ -112,9 +134,10 @@ def measure(
     net = net.to(device).eval()
     t_in = torch.full((batch,), 0.5, device=device)
     with torch.inference_mode():
-        forward_s = _timeit(lambda: net(x_T, t_in), repeats, device)
+        forward_s = _timeit(lambda: net(x_T, t_in), min(repeats, 3), device)
 
     zero_denoiser = S.Denoiser(lambda x, t: zeros, sde, "eps")
+    x0_denoiser = S.Denoiser(lambda x, t: zeros, sde, "x0")
     rows = []
     for label in METHODS if methods is None else methods:
         key, dname, kname, same = METHODS[label]
@@ -145,13 +168,29 @@ def measure(
         if peers_enabled and dname is not None and peers.diffusers_available():
             runs.append(("diffusers", dname, *_diffusers_loop(dname, sde, x_T, zeros, nfe, device)))
         if peers_enabled and kname is not None and peers.k_diffusion_available():
+            # k-diffusion's samplers take an x0-denoiser: with a free one they are compared with
+            # ours on a zero x0-network (no conversion either side), through its eps wrapper
+            # with ours on the zero eps-network
             runs.append(
-                ("k-diffusion", kname, *_k_diffusion_loop(kname, sde, x_T, zeros, nfe, device))
+                (
+                    "scoresde (x0 network)",
+                    key,
+                    n,
+                    sampler.nfe(n),
+                    lambda s=sampler, n=n: S.sample(
+                        s, x0_denoiser, x_T=x_T, n_steps=n, progress=False, generator=gen
+                    ),
+                )
             )
-        ours = None
-        for impl, name, steps, calls, fn in runs:
-            per_call = _timeit(fn, repeats, device) / calls
-            ours = per_call if impl == "scoresde" else ours
+            for impl, eps_model in (("k-diffusion", False), ("k-diffusion (eps wrapper)", True)):
+                loop = _k_diffusion_loop(kname, sde, x_T, zeros, nfe, device, eps_model=eps_model)
+                runs.append((impl, kname, *loop))
+        times = _interleaved([r[-1] for r in runs], repeats, device)
+        per = {r[0]: t / r[3] for r, t in zip(runs, times, strict=True)}
+        same_model = {"k-diffusion": "scoresde (x0 network)"}  # the others consume eps
+        for impl, name, steps, calls, _ in runs:
+            ours = per[same_model.get(impl, "scoresde")]
+            peer = not impl.startswith("scoresde")
             rows.append(
                 {
                     **base,
@@ -159,9 +198,10 @@ def measure(
                     "sampler": name,
                     "n_steps": steps,
                     "nfe": calls,
-                    "time_per_nfe_s": per_call,
-                    "fraction_of_model_forward": per_call / forward_s,
-                    "ratio_vs_scoresde": per_call / ours,
+                    "time_per_nfe_s": per[impl],
+                    "fraction_of_model_forward": per[impl] / forward_s,
+                    "ratio_vs_scoresde": per[impl] / per["scoresde"],
+                    "scoresde_vs_peer": ours / per[impl] if peer else None,
                 }
             )
     return rows, forward_s, model_desc
@@ -187,18 +227,47 @@ def _diffusers_loop(method, sde, x_T, zeros, nfe, device):
     return steps, calls, loop
 
 
-def _k_diffusion_loop(name, sde, x_T, zeros, nfe, device):
-    """(steps, model calls, k-diffusion's sampler with a zero denoiser) on uniform-t levels."""
+def _k_diffusion_eps_model(sde, zeros):
+    """A zero eps-network as a k-diffusion user runs one: k-diffusion's samplers call a
+    denoiser ``D(x, sigma)``, and its wrapper for a discrete-time eps model (``external.py``,
+    ``DiscreteEpsDDPMDenoiser``) scales the input by ``1 / sqrt(sigma^2 + 1)``, maps sigma to a
+    fractional train step by interpolating the log-sigmas of the schedule, and returns
+    ``x - sigma eps``. This is that arithmetic (our ``Denoiser`` does the same work for
+    ``scoresde``, and diffusers' schedulers convert eps inside ``step``)."""
+    abar = torch.exp(2.0 * sde.log_alpha(sde.index_to_t(torch.arange(sde.N, dtype=torch.float64))))
+    log_sigmas = (((1 - abar) / abar) ** 0.5).log().to(device=zeros.device, dtype=zeros.dtype)
+
+    def net(x_in, t):
+        return zeros
+
+    def denoiser(x, sigma):
+        dims = (-1,) + (1,) * (x.ndim - 1)
+        c_in = (1 / (sigma**2 + 1) ** 0.5).view(dims)
+        log_sigma = sigma.log()
+        dists = log_sigma - log_sigmas[:, None]
+        low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
+        w = ((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[low + 1])).clamp(0, 1)
+        eps = net(x * c_in, (1 - w) * low + w * (low + 1))
+        return x + eps * (-sigma).view(dims)
+
+    return denoiser
+
+
+def _k_diffusion_loop(name, sde, x_T, zeros, nfe, device, *, eps_model: bool = False):
+    """(steps, model calls, k-diffusion's sampler) on uniform-t levels, with a zero denoiser
+    (the sampler loop alone) or, with ``eps_model``, a zero eps-network through k-diffusion's
+    wrapper arithmetic (what a user of a DDPM eps-network runs)."""
     K = peers.load_k_diffusion_sampling()
     steps = max(1, nfe // peers.K_DIFFUSION_FIXED[name])
     sigmas = torch.exp(-sde.lambda_(S.UniformTime().grid(sde, steps))).to(
         device=device, dtype=x_T.dtype
     )
     fn = getattr(K, f"sample_{name}")
+    model = _k_diffusion_eps_model(sde, zeros) if eps_model else (lambda x, s: zeros)
     return (
         steps,
         steps * peers.K_DIFFUSION_FIXED[name],
-        lambda: fn(lambda x, s: zeros, x_T, sigmas, disable=True),
+        lambda: fn(model, x_T, sigmas, disable=True),
     )
 
 
@@ -208,15 +277,16 @@ def summary(rows: list[dict], forward_s: float, model_desc: str) -> str:
         f"{forward_s * 1e3:.2f} ms",
         "",
         "| method | implementation | sampler | steps | NFE | per NFE (ms) | / model forward "
-        "| / scoresde |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| / scoresde | scoresde / peer, same network output |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        vs_peer = r.get("scoresde_vs_peer")
         lines.append(
             f"| {r['method']} | {r['implementation']} | `{r['sampler']}` | {r['n_steps']} "
             f"| {r['nfe']} | "
             f"{r['time_per_nfe_s'] * 1e3:.3f} | {r['fraction_of_model_forward']:.4f} | "
-            f"{r['ratio_vs_scoresde']:.2f} |"
+            f"{r['ratio_vs_scoresde']:.2f} | {'' if vs_peer is None else f'**{vs_peer:.2f}**'} |"
         )
     return "\n".join(lines)
 
@@ -227,7 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     revision = git_revision()
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["64x1x28x28", "4x4x64x64"],
+        help="states (batch x dims), each timed in the same run",
+    )
     parser.add_argument("--nfe", type=int, default=50, help="network calls per run (default 50)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-peers", action="store_true")
@@ -236,17 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if torch.device(args.device).type == "cpu":
         torch.set_num_threads(1)
     start = time.perf_counter()
-    rows, forward_s, model_desc = measure(
-        batch=args.batch,
-        nfe=args.nfe,
-        repeats=args.repeats,
-        device=args.device,
-        peers_enabled=not args.no_peers,
-    )
+    rows, texts, forwards = [], [], {}
+    for spec in args.shapes:
+        batch, *dims = (int(v) for v in spec.split("x"))
+        part, forward_s, model_desc = measure(batch=batch, shape=dims, nfe=args.nfe,
+                                              repeats=args.repeats, device=args.device,
+                                              peers_enabled=not args.no_peers)  # fmt: skip
+        rows += part
+        forwards[spec] = forward_s
+        texts.append(f"### state {spec}\n\n{summary(part, forward_s, model_desc)}")
     wall = time.perf_counter() - start
     folder = result_dir(args.device, out=args.out)
     write_tsv(folder / "overhead.tsv", rows, COLUMNS)
-    text = summary(rows, forward_s, model_desc)
+    text = "\n\n".join(texts)
     (folder / "overhead.md").write_text(f"# overhead ({folder.name})\n\n{text}\n")
     write_env(
         folder,
@@ -254,7 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         seeds={"x_T": 0},
         name="env_overhead.txt",
-        extra={"wall_time_s": f"{wall:.0f}", "model_forward_ms": f"{forward_s * 1e3:.3f}"},
+        extra={
+            "wall_time_s": f"{wall:.0f}",
+            "model_forward_ms": ", ".join(f"{k}: {v * 1e3:.3f}" for k, v in forwards.items()),
+        },
     )
     print(text)
     print(f"\nwrote {folder} in {wall:.0f} s")

@@ -72,56 +72,127 @@ def _grid_of_axes(n, *, width=5.2, height=4.2, max_cols=3):
     return fig, axes.flat
 
 
+# the panels of ``exact_error.png``: one per method family, ours and the peers' together, so no
+# panel carries more than about ten curves (a sampler not listed lands in "other")
+PANELS: dict[str, set[str]] = {
+    "first order": {"ddim", "dpm_solver_1", "dpm_solver_pp_1", "deis_1", "pf_euler", "DDIM",
+                    "Euler", "euler"},
+    "DPM-Solver multistep": {"dpm_solver_2m", "dpm_solver_3m", "dpm_solver_pp_2m",
+                             "dpm_solver_pp_3m", "DPMSolverMultistep(2M)",
+                             "DPMSolverMultistep++(2M)", "DPMSolverMultistep++(3M)", "dpmpp_2m"},
+    "singlestep and adaptive": {"dpm_solver_2s", "dpm_solver_3s", "dpm_solver_pp_2s",
+                                "dpm_solver_adaptive", "DPMSolverSinglestep++(2S)",
+                                "DPMSolverSinglestep++(3S)", "dpm_2", "dpm_fast", "dpm_adaptive"},
+    "DEIS, UniPC, PNDM": {"deis_2", "deis_3", "unipc", "pndm", "plms", "DEIS(2)", "DEIS(3)",
+                          "UniPC(bh1,3)", "UniPC(bh2,2)", "UniPC(bh2,3)", "PNDM(PLMS)"},
+    "Runge-Kutta and backends": {"pf_heun", "pf_rk4", "edm_heun", "scipy", "torchdiffeq",
+                                 "torchdiffeq_fixed", "Heun", "LMS", "heun", "lms"},
+}  # fmt: skip
+
+
+def panel_of(sampler: str) -> str:
+    return next((name for name, keys in PANELS.items() if sampler in keys), "other")
+
+
 def plot_exact_error(
     rows: list[dict], path: Path, *, envelope: bool = False, metric: str = "median_error"
 ) -> Path:
-    """One panel per problem. Each sampler's curve is its best grid at each NFE; with
-    ``envelope=True`` one curve per family (best of all its samplers with NFE <= n)."""
+    """With ``envelope=True`` one panel per problem and one curve per implementation (the best
+    of all its samplers with NFE <= n). Otherwise a row of panels per problem, one panel per
+    method family (``PANELS``), each sampler's curve its best grid at each NFE: scoresde solid,
+    diffusers dashed, k-diffusion dotted; the legend of each column is under it."""
+    if envelope:
+        return _plot_envelopes(rows, path, metric)
     problems = list(dict.fromkeys(r["problem"] for r in rows))
-    fig, axes = _grid_of_axes(
-        len(problems),
-        width=5.2 if envelope else 8.5,
-        height=4.2 if envelope else 5.5,
-        max_cols=3 if envelope else 2,
+    panels = [p for p in [*PANELS, "other"] if any(panel_of(r["sampler"]) == p for r in rows)]
+    fig, axes = plt.subplots(
+        len(problems) + 1, len(panels), figsize=(3.9 * len(panels), 2.9 * len(problems) + 2.4),
+        squeeze=False, gridspec_kw={"height_ratios": [1] * len(problems) + [0.9]},
+    )  # fmt: skip
+    for col, panel in enumerate(panels):
+        keys = list(dict.fromkeys(
+            (r["family"], r["sampler"]) for r in rows if panel_of(r["sampler"]) == panel
+        ))  # fmt: skip
+        curves = {}
+        for problem in problems:
+            for key in keys:
+                rs = [
+                    r
+                    for r in rows
+                    if r["problem"] == problem and (r["family"], r["sampler"]) == key
+                ]
+                curves[(problem, key)] = _best_curve(rs, metric)
+        # samplers whose curves coincide on every problem (e.g. ddim = dpm_solver_1) are drawn
+        # once, under one joint name
+        drawn: dict[tuple, list[tuple]] = {}
+        for key in keys:
+            same = [k for k in drawn if all(curves[(p, k)] == curves[(p, key)] for p in problems)]
+            if same:
+                drawn[same[0]].append(key)
+            else:
+                drawn[key] = []
+        colors = {k: f"C{j % 10}" for j, k in enumerate(drawn)}
+        handles = {}
+        for row, problem in enumerate(problems):
+            ax = axes[row, col]
+            for key, twins in drawn.items():
+                pts = curves[(problem, key)]
+                if not pts:
+                    continue
+                family = key[0]
+                label = " = ".join(s if f == "scoresde" else f"{s} [{f}]" for f, s in [key, *twins])
+                (line,) = ax.plot(*zip(*pts, strict=True), STYLE.get(family, "-"),
+                                  marker=MARK.get(family, "o"), ms=2.5, lw=1.2,
+                                  color=colors[key], label=label)  # fmt: skip
+                handles.setdefault(label, line)
+            _nfe_axis(ax)
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                ax.set_title(panel, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"{problem}\nmedian error", fontsize=8)
+            if row == len(problems) - 1:
+                ax.set_xlabel("NFE", fontsize=8)
+        legend_ax = axes[-1, col]
+        legend_ax.axis("off")
+        legend_ax.legend(handles.values(), handles.keys(), loc="upper center", fontsize=7,
+                         frameon=False)  # fmt: skip
+    fig.suptitle(
+        "median per-sample RMS error vs the DOP853 reference, best grid per sampler and NFE; "
+        "solid scoresde, dashed diffusers, dotted k-diffusion",
+        fontsize=11,
     )
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_envelopes(rows: list[dict], path: Path, metric: str) -> Path:
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    fig, axes = _grid_of_axes(len(problems), width=5.2, height=4.2, max_cols=3)
     for ax, p in zip(axes, problems, strict=False):
-        prow = [r for r in rows if r["problem"] == p]
         by = defaultdict(list)
-        for r in prow:
-            by[r["family"] if envelope else (r["family"], r["sampler"])].append(r)
-        for key, rs in by.items():
-            family = key if envelope else key[0]
-            pts = _envelope(rs, metric) if envelope else _best_curve(rs, metric)
+        for r in rows:
+            if r["problem"] == p:
+                by[r["family"]].append(r)
+        for family, rs in by.items():
+            pts = _envelope(rs, metric)
             if not pts:
                 continue
-            label = (
-                family
-                if envelope
-                else f"{key[1]}" + ("" if family == "scoresde" else f" [{family}]")
-            )
-            ax.plot(
-                *zip(*pts, strict=True),
-                STYLE.get(family, "-"),
-                marker=MARK.get(family, "o"),
-                ms=3,
-                lw=2 if envelope else 1,
-                label=label,
-                **({"color": COLOR[family]} if envelope and family in COLOR else {}),
-            )
+            ax.plot(*zip(*pts, strict=True), STYLE.get(family, "-"),
+                    marker=MARK.get(family, "o"), ms=3, lw=2, label=family,
+                    **({"color": COLOR[family]} if family in COLOR else {}))  # fmt: skip
         _nfe_axis(ax)
         ax.set_yscale("log")
         ax.set_title(p)
         ax.set_xlabel("NFE")
         ax.set_ylabel("median per-sample RMS error")
         ax.grid(True, which="both", alpha=0.3)
-        if envelope:
-            ax.legend(fontsize=8)
-        else:  # dozens of curves: the legend goes beside the panel
-            ax.legend(fontsize=5, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(
-        "median error vs the DOP853 reference; solid scoresde, dashed diffusers, dotted k-diffus.",
-        fontsize=10,
-    )
+        ax.legend(fontsize=8)
+    fig.suptitle("best of each implementation at each NFE budget", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

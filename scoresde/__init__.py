@@ -24,7 +24,6 @@ from .grids import (
     Explicit,
     FlowMatchShift,
     Karras,
-    Optimized,
     Quadratic,
     TimeGrid,
     UniformLambda,
@@ -44,6 +43,7 @@ from .samplers import (
     sample,
 )
 from .sde import SDE, VESDE, VPSDE, DiscreteVPSDE, RectifiedFlow, SubVPSDE
+from .tuning import Optimized
 
 __version__ = "0.1.0"
 

@@ -11,8 +11,12 @@ __all__ = ["main", "build_parser"]
 def _demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out=args.out, n_samples=args.n, step_counts=tuple(args.steps), seed=args.seed,
-             device=args.device, progress=not args.no_progress)  # fmt: skip
+    try:
+        run_demo(out=args.out, n_samples=args.n, step_counts=tuple(args.steps), seed=args.seed,
+                 device=args.device, progress=not args.no_progress)  # fmt: skip
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -27,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--steps", type=int, nargs="+", default=[5, 10, 20, 50], help="n_steps values"
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the prior draws and the noise")
     demo.add_argument("--device", default="cpu", help="cpu or cuda")
     demo.add_argument(
         "--no-progress", action="store_true", help="silence per-sampler progress lines"
@@ -38,7 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parsers(sub)
     add_recommend_parser(sub)
+    for command in sub.choices.values():
+        _show_defaults(command)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` to the help of every option with a default its help does not
+    already state (flags and options without a default are left alone)."""
+    for action in parser._actions:
+        if (
+            any(action.default is v for v in (None, False, argparse.SUPPRESS))
+            or action.help == argparse.SUPPRESS
+            or not action.option_strings
+            or "default" in (action.help or "")
+        ):
+            continue
+        shown = (
+            " ".join(map(str, action.default))
+            if isinstance(action.default, list)
+            else "%(default)s"
+        )
+        action.help = f"{action.help} (default: {shown})" if action.help else f"default: {shown}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,11 @@ is printed next to the ranking, so a peer that wins is shown as winning.
 ``--problem mnist_fid`` ranks instead by the FID of a trained MNIST model
 (``benchmarks/fid_vs_steps.py``, ``fid_vs_steps.tsv``); without ``--problem`` that ranking is
 printed after the exact-error one when a FID table exists.
+
+The committed tables ship inside the package (``scoresde/benchmark_results/``), so the command
+works from any install; in a source checkout the newest of those and of ``benchmarks/results``
+is read. A ``--quick`` table or one missing problems is still ranked, but the first line of the
+output says so.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -30,27 +36,57 @@ __all__ = [
     "add_recommend_parser",
 ]
 
+# the tables shipped with the package (copies of benchmarks/results/<run>/, see
+# benchmarks/publish.py), and the benchmarks' own output folder when run from a source checkout
+PACKAGED = Path(__file__).resolve().parent / "benchmark_results"
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 OURS = "scoresde"
 FID_PROBLEM = "mnist_fid"
 SCRIPTS = {"exact_error.tsv": "exact_error", "fid_vs_steps.tsv": "fid_vs_steps"}
+# the problems of a full ``benchmarks/exact_error.py`` run (a test keeps this in step with it)
+FULL_PROBLEMS = ("gmm2d_ddpm", "gmm2d_vp", "gmm2d_ve", "gmm64_ddpm", "gmm64_vp", "gmm64_ve")
 
 
-def latest_table(results: Path = RESULTS, name: str = "exact_error.tsv") -> Path:
-    """The newest ``name`` (``exact_error.tsv`` or ``fid_vs_steps.tsv``) under ``results``
-    (folders ``<YYYY-MM-DD>_<device>[_quick]``; on the same date a full run is preferred to a
-    ``_quick`` one)."""
+def latest_table(results: Path | None = None, name: str = "exact_error.tsv") -> Path:
+    """The newest ``name`` (``exact_error.tsv`` or ``fid_vs_steps.tsv``) in the run folders
+    (``<YYYY-MM-DD>_<device>[_quick]``) under ``results``, by default under the packaged tables
+    and ``benchmarks/results`` (when present). On the same date a full run is preferred to a
+    ``_quick`` one, and ``benchmarks/results`` to its packaged copy."""
+    roots = [results] if results is not None else [PACKAGED, RESULTS]
     tables = sorted(
-        results.glob(f"*/{name}"),
-        key=lambda p: (p.parent.name[:10], not p.parent.name.endswith("_quick"), p.parent.name),
+        (
+            (p.parent.name[:10], not p.parent.name.endswith("_quick"), p.parent.name, k, p)
+            for k, root in enumerate(roots)
+            for p in Path(root).glob(f"*/{name}")
+        )
     )
     if not tables:
+        where = " or ".join(repr(str(r)) for r in roots)
         raise FileNotFoundError(
-            f"no benchmark table (*/{name}) under {str(results)!r}; run "
+            f"no benchmark table (*/{name}) under {where}; run "
             f"`python -m benchmarks.{SCRIPTS.get(name, name)}` from the scoresde repository or "
             "pass the table's path"
         )
-    return tables[-1]
+    return tables[-1][-1]
+
+
+def partial_reasons(table: Path, problems: list[str] | None = None) -> list[str]:
+    """Why ``table`` is not a full benchmark run: written by ``--quick`` (its folder name or the
+    ``command`` in the ``env.txt`` beside it), or lacking some of ``FULL_PROBLEMS`` when
+    ``problems`` (the table's) is given. Empty for a full table."""
+    reasons = []
+    env = table.parent / "env.txt"
+    command = ""
+    if env.is_file():
+        lines = env.read_text(errors="replace").splitlines()
+        command = next((ln for ln in lines if ln.startswith("command:")), "")
+    if table.parent.name.endswith("_quick") or "--quick" in command.split():
+        reasons.append("a --quick run (fewer samples, budgets and grids)")
+    if problems is not None:
+        missing = [p for p in FULL_PROBLEMS if p not in problems]
+        if missing:
+            reasons.append(f"it lacks problems {missing}")
+    return reasons
 
 
 def _read(table: Path, name: str, needed: set[str], value: str) -> list[dict]:
@@ -63,11 +99,22 @@ def _read(table: Path, name: str, needed: set[str], value: str) -> list[dict]:
         except ValueError:
             return math.nan
 
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if rows and not needed <= set(rows[0]):
+    if not table.is_file():
+        raise FileNotFoundError(f"table {str(table)!r} is not a file")
+    try:
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as err:
         raise ValueError(
-            f"{str(table)!r} is not a {SCRIPTS[name]} table; it lacks "
+            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py: {err}"
+        ) from None
+    if not rows:
+        raise ValueError(
+            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py: it has no rows"
+        )
+    if not needed <= set(rows[0]):
+        raise ValueError(
+            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py; it lacks "
             f"{sorted(needed - set(rows[0]))}"
         )
     for r in rows:
@@ -113,6 +160,7 @@ def recommend(
     needed = {"problem", "family", "sampler", "grid", "nfe", "median_error"}
     rows = _read(table, "exact_error.tsv", needed, "median_error")
     problems = list(dict.fromkeys(r["problem"] for r in rows))
+    partial = partial_reasons(table, problems if problem is None else None)
     if problem is not None:
         if problem not in problems:
             raise ValueError(
@@ -131,7 +179,9 @@ def recommend(
         ratios = [per[p]["median_error"] / best_ours[p]["median_error"] for p in problems]
         score = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         errors = {p: (per[p]["median_error"], int(per[p]["nfe"])) for p in problems}
-        ranking.append({"sampler": sampler, "grid": grid, "score": score, "errors": errors})
+        widest = max(per.values(), key=lambda r: r["nfe"])
+        ranking.append({"sampler": sampler, "grid": grid, "score": score, "errors": errors,
+                        "nfe": int(widest["nfe"]), "n_steps": _int_or_none(widest.get("n_steps"))})  # fmt: skip
     ranking.sort(key=lambda r: (r["score"], r["sampler"], r["grid"]))
     peers = {}
     for p in problems:
@@ -145,13 +195,52 @@ def recommend(
         "ranking": ranking[:top],
         "best_ours": best_ours,
         "peers": peers,
+        "partial": partial,
     }
+
+
+def _int_or_none(v) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+# how to build each grid of the tables, in Python and on the ``sample`` command line
+_GRID_CODE = {
+    "uniform_time": "S.UniformTime()",
+    "uniform_lambda": "S.UniformLambda()",
+    "karras": "S.Karras(7.0)",
+    "quadratic": "S.Quadratic()",
+}
+
+
+def usage_lines(sampler: str, grid: str, nfe: int, n_steps: int | None) -> list[str]:
+    """A copy-pasteable ``S.sample(...)`` line (``denoiser`` and ``shape`` are the user's) and
+    the matching ``python -m scoresde sample`` command for one ranked (sampler, grid)."""
+    code = _GRID_CODE.get(grid)
+    if grid == "optimized":
+        code = f"S.Optimized({sampler!r}, denoiser, shape=(16, *shape[1:]))"
+    grid_arg, note = (f", grid={code}", "") if code else ("", f"  # on the benchmark's {grid!r}")
+    steps = f", n_steps={n_steps}" if n_steps is not None else ""
+    return [
+        f'  x = S.sample("{sampler}", denoiser, shape=shape{grid_arg}{steps}).x{note}',
+        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler} --grid {grid} "
+        f"--nfe {nfe} --out samples.png",
+    ]
+
+
+def _banner(partial: list[str]) -> list[str]:
+    if not partial:
+        return []
+    return [f"WARNING: partial benchmark table ({'; '.join(partial)}); this ranking is not the "
+            "full benchmark's"]  # fmt: skip
 
 
 def format_recommendation(result: dict) -> str:
     """The ranking as plain text, with the best peer per problem and our ratio to it."""
     probs = result["problems"]
-    lines = [
+    lines = _banner(result.get("partial", [])) + [
         f"Best samplers at <= {result['nfe']} NFE (median per-sample error vs the exact solution)",
         f"table: {result['table']}",
         "",
@@ -212,16 +301,17 @@ def recommend_fid(nfe: int, *, table: str | Path | None = None, top: int = 5) ->
             best[r["sampler"]] = r
     ranking = [
         {"sampler": r["sampler"], "grid": r["grid"], "fid": r["fid"], "nfe": int(r["nfe"]),
-         "n_samples": r.get("n_samples", "")}
+         "n_steps": _int_or_none(r.get("n_steps")), "n_samples": r.get("n_samples", "")}
         for r in sorted(best.values(), key=lambda r: (r["fid"], r["sampler"]))
     ]  # fmt: skip
     reference = [r for r in rows if r["role"] == "reference"]
-    return {"table": table, "nfe": nfe, "ranking": ranking[:top], "reference": reference}
+    return {"table": table, "nfe": nfe, "ranking": ranking[:top], "reference": reference,
+            "partial": partial_reasons(table)}  # fmt: skip
 
 
 def format_fid_recommendation(result: dict) -> str:
     """The FID ranking as plain text, with the reference run the budgets are heading to."""
-    lines = [
+    lines = _banner(result.get("partial", [])) + [
         f"Best samplers at <= {result['nfe']} NFE on the trained MNIST model "
         "(FID, lower is better)",
         f"table: {result['table']}",
@@ -237,21 +327,35 @@ def format_fid_recommendation(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _usage(result: dict) -> str:
+    if not result["ranking"]:
+        return ""
+    top = result["ranking"][0]
+    lines = ["", "", f"to sample with the first ({top['sampler']}, grid {top['grid']}):"]
+    return "\n".join(lines + usage_lines(top["sampler"], top["grid"], top["nfe"], top["n_steps"]))
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.problem == FID_PROBLEM:
-        print(
-            format_fid_recommendation(recommend_fid(args.nfe, table=args.fid_table, top=args.top))
-        )
-        return 0
-    print(format_recommendation(recommend(args.nfe, args.problem, table=args.table, top=args.top)))
-    if args.problem is None:
-        try:
+    try:
+        if args.problem == FID_PROBLEM:
             fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top)
-        except (FileNotFoundError, ValueError):
-            if args.fid_table is not None:
-                raise
-            return 0  # no committed FID table, or none of its cells fits this budget
-        print("\n" + format_fid_recommendation(fid))
+            print(format_fid_recommendation(fid) + _usage(fid))
+            return 0
+        result = recommend(args.nfe, args.problem, table=args.table, top=args.top)
+        text = format_recommendation(result)
+        if args.problem is None:
+            try:
+                text += "\n\n" + format_fid_recommendation(
+                    recommend_fid(args.nfe, table=args.fid_table, top=args.top)
+                )
+            except (FileNotFoundError, ValueError):
+                if args.fid_table is not None:
+                    raise
+                # no committed FID table, or none of its cells fits this budget
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text + _usage(result))
     return 0
 
 
@@ -270,10 +374,12 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
         "default: all",
     )
     p.add_argument(
-        "--table", help="an exact_error.tsv (default: the latest under benchmarks/results)"
+        "--table",
+        help="an exact_error.tsv (default: the latest shipped or under benchmarks/results)",
     )
     p.add_argument(
-        "--fid-table", help="a fid_vs_steps.tsv (default: the latest under benchmarks/results)"
+        "--fid-table",
+        help="a fid_vs_steps.tsv (default: the latest shipped or under benchmarks/results)",
     )
     p.add_argument("--top", type=int, default=5, help="how many pairs to print (default 5)")
     p.set_defaults(func=_run)

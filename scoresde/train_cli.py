@@ -124,15 +124,18 @@ def add_train_parsers(subparsers) -> None:
     p.add_argument(
         "--nfe",
         type=int,
-        required=True,
-        help="network evaluations; must be a count the sampler can spend exactly",
+        help="network evaluations; must be a count the sampler can spend exactly (required "
+        "unless --grid is a saved grid file, whose step count fixes it)",
     )
     p.add_argument(
         "--grid",
         default=None,
-        help="grid name (see scoresde.GRIDS), or a grid config as JSON, inline or a .json file "
-        "(what TimeGrid.to_config() gives); default: the sampler's default_grid",
+        help=f"one of {list(GRID_NAMES)}, a grid file saved by Explicit.save (e.g. a fitted "
+        "Optimized grid), or a grid config as JSON, inline or a .json file (TimeGrid.to_config()); "
+        "default: the sampler's own default grid. 'optimized' fits a grid for this checkpoint and "
+        "sampler first (a few minutes on a CPU for a small UNet)",
     )
+    p.add_argument("--save-grid", help="also save the grid that was used (.pt, Explicit.save)")
     p.add_argument(
         "--denoise-final",
         action="store_true",
@@ -153,7 +156,9 @@ def add_train_parsers(subparsers) -> None:
         "one network call per NFE; otherwise conditional and unconditional in one doubled batch)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG file (images) or .pt file (any data)")
+    p.add_argument(
+        "--out", required=True, help="PNG file (image grid of image data) or .pt file (any data)"
+    )
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -331,6 +336,58 @@ def _config_arg(flag: str, value: str):
     return value
 
 
+# the grids ``sample --grid`` builds by name (a path to a saved grid file is also accepted)
+GRID_NAMES = (
+    "uniform_time",
+    "uniform_lambda",
+    "karras",
+    "quadratic",
+    "linspace",
+    "leading",
+    "trailing",
+    "optimized",
+)
+SAMPLE_SUFFIXES = (".png", ".pt")
+
+
+def make_grid(name: str | None, *, sampler=None, denoiser=None, shape=None):
+    """The grid ``sample --grid NAME`` stands for: ``None`` (the sampler's default), a named
+    grid, or an :class:`Explicit` grid loaded from a ``.pt`` file written by ``Explicit.save``.
+    ``"optimized"`` needs the sampler, the denoiser and the sample shape it is fitted for."""
+    from .grids import DiscreteSpacing, Explicit, Karras, Quadratic, UniformLambda, UniformTime
+
+    if name is None:
+        return None
+    if name.endswith(".json") or name.lstrip().startswith("{"):
+        from .grids import grid_from_config
+
+        return grid_from_config(_config_arg("--grid", name))
+    named = {"uniform_time": UniformTime, "uniform_lambda": UniformLambda,
+             "karras": lambda: Karras(7.0), "quadratic": Quadratic}  # fmt: skip
+    if name in named:
+        return named[name]()
+    if name in DiscreteSpacing.KINDS:
+        return DiscreteSpacing(name)
+    if name == "optimized":
+        from .tuning import Optimized
+
+        # the settings measured on the MNIST checkpoint (docs/benchmarks.md): minutes on a CPU
+        return Optimized(sampler, denoiser, shape=(8, *shape[1:]), reference_steps=50,
+                         max_evals=200, patience=40, progress=True)  # fmt: skip
+    path = Path(name)
+    if path.suffix != ".pt" or not path.is_file():
+        raise ValueError(
+            f"--grid must be one of {list(GRID_NAMES)} or an existing .pt grid file saved by "
+            f"Explicit.save; got {name!r}"
+        )
+    try:
+        return Explicit.load(path)
+    except (KeyError, RuntimeError, TypeError, ValueError, EOFError, OSError) as err:
+        raise ValueError(
+            f"--grid {name!r} is not a grid file saved by Explicit.save ({err})"
+        ) from None
+
+
 def nfe_to_steps(sampler, nfe: int) -> int:
     """The ``n_steps`` at which ``sampler.nfe(n_steps) == nfe``, or ``ValueError`` naming the
     nearest budgets it can spend exactly."""
@@ -353,32 +410,54 @@ def nfe_to_steps(sampler, nfe: int) -> int:
 
 
 def run_sample(args) -> int:
-    from . import get_sampler, grid_from_config, sample
+    from . import get_sampler, sample
     from .checkpoint import load, load_denoiser
     from .data import float_to_images
+    from .grids import Explicit
+    from .utils import check_device, check_writable
 
     try:
         _setup_threads(args)
         if args.n < 1:
             raise ValueError(f"--n must be >= 1; got {args.n}")
-        ckpt = load(args.ckpt, map_location=args.device)
-        denoiser = load_denoiser(ckpt, ema=not args.no_ema)
-        denoiser.net.to(args.device)
-        denoiser = _conditioned(denoiser, ckpt, args)
-        sampler = get_sampler(_config_arg("--sampler", args.sampler))
-        grid = (
-            sampler.default_grid
-            if args.grid is None
-            else grid_from_config(_config_arg("--grid", args.grid))
+        # every check that can fail runs before any network call is spent
+        out = check_writable("--out", args.out, SAMPLE_SUFFIXES)
+        save_to = (
+            None
+            if args.save_grid is None
+            else check_writable("--save-grid", args.save_grid, (".pt",))
         )
-        # the final x0 prediction is one more network call, paid from the same budget
-        n_steps = nfe_to_steps(sampler, args.nfe - 1 if args.denoise_final else args.nfe)
+        check_device("--device", args.device)
+        ckpt = load(args.ckpt, map_location=args.device)
         cfg = ckpt["model_config"]
         shape = (
             (args.n, cfg["in_channels"], cfg["image_size"], cfg["image_size"])
             if cfg["name"] == "unet"
             else (args.n, cfg["dim"])
         )
+        if out.suffix.lower() == ".png" and len(shape) != 4:
+            raise ValueError(
+                f"--out {out} is a PNG but the checkpoint's data are not images (shape {shape}); "
+                "use a .pt file"
+            )
+        denoiser = load_denoiser(ckpt, ema=not args.no_ema)
+        denoiser.net.to(args.device)
+        denoiser = _conditioned(denoiser, ckpt, args)
+        sampler = get_sampler(_config_arg("--sampler", args.sampler))
+        grid = make_grid(args.grid, sampler=sampler, denoiser=denoiser, shape=shape)
+        extra = int(args.denoise_final)  # the final x0 prediction is paid from the same budget
+        if isinstance(grid, Explicit):
+            n_steps = grid.ts.numel() - 1
+            spent = sampler.nfe(n_steps)
+            if args.nfe is not None and spent is not None and args.nfe != spent + extra:
+                raise ValueError(
+                    f"--nfe {args.nfe} does not match the grid file's {n_steps} steps "
+                    f"({spent + extra} NFE with {args.sampler!r}); leave --nfe out"
+                )
+        elif args.nfe is None:
+            raise ValueError("--nfe is required unless --grid is a saved grid file")
+        else:
+            n_steps = nfe_to_steps(sampler, args.nfe - extra)
         gen = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
         res = sample(
@@ -395,22 +474,21 @@ def run_sample(args) -> int:
         seconds = time.perf_counter() - start
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _error(str(err))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
-        if len(shape) != 4:
-            return _error(
-                f"--out {out} is a PNG but the checkpoint's data are not images (shape {shape})"
-            )
-        save_grid(float_to_images(res.x.cpu()), out)
+    grid_name = args.grid or "the sampler's default"
+    if out.suffix.lower() == ".png":
+        caption = f"{args.sampler}, grid {grid_name}, {res.nfe} NFE, {args.n} samples"
+        save_grid(float_to_images(res.x.cpu()), out, caption=caption)
     else:
         torch.save(res.x.cpu(), out)
+    if save_to is not None:
+        Explicit(res.ts).save(save_to)
     cond = ""
     if args.class_label is not None:
         cond = f", class {args.class_label}, guidance scale {args.guidance_scale:g}"
     print(
         f"{args.n} samples with {sampler!r} ({n_steps} steps, {res.nfe} NFE measured, "
-        f"grid {grid!r}{', denoised final step' if args.denoise_final else ''}{cond}) "
+        f"grid {grid if grid is not None else sampler.default_grid!r}"
+        f"{', denoised final step' if args.denoise_final else ''}{cond}) "
         f"in {seconds:.1f}s -> {out}"
     )
     return 0
@@ -480,15 +558,19 @@ def _conditioned(denoiser, ckpt: dict, args):
     return Denoiser(denoiser.net, denoiser.sde, denoiser.parameterization, **kwargs)
 
 
-def save_grid(images, path: Path, *, nrow: int | None = None) -> None:
-    """Tile ``uint8`` images ``(N, C, H, W)`` into a PNG grid with a 2-pixel border."""
-    import matplotlib.image
+def save_grid(
+    images, path: Path, *, nrow: int | None = None, scale: int = 3, caption: str | None = None
+) -> None:
+    """Tile ``uint8`` images ``(N, C, H, W)`` into a PNG: greyscale for one channel, RGB for
+    three; tiles ``scale`` times upscaled (nearest neighbour) and separated by mid-grey lines,
+    which stay visible on black or white backgrounds; ``caption`` written on a strip above."""
+    from PIL import Image, ImageDraw
 
     n, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)
     pad = 2
-    canvas = torch.zeros((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), dtype=torch.uint8)
+    canvas = torch.full((c, ncol * (h + pad) + pad, nrow * (w + pad) + pad), 128, dtype=torch.uint8)
     for k in range(n):
         r, q = divmod(k, nrow)
         canvas[
@@ -496,11 +578,20 @@ def save_grid(images, path: Path, *, nrow: int | None = None) -> None:
             pad + r * (h + pad) : pad + r * (h + pad) + h,
             pad + q * (w + pad) : pad + q * (w + pad) + w,
         ] = images[k]
-    arr = canvas.permute(1, 2, 0).numpy()
-    if c == 1:
-        matplotlib.image.imsave(path, arr[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        matplotlib.image.imsave(path, arr)
+    canvas = canvas.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    arr = canvas[0].numpy() if c == 1 else canvas.permute(1, 2, 0).numpy()
+    image = Image.fromarray(arr)  # uint8 (H, W) is greyscale "L", (H, W, 3) is "RGB"
+    if caption:
+        strip = 18
+        framed = Image.new(
+            image.mode,
+            (image.width, image.height + strip),
+            color=255 if c == 1 else (255, 255, 255),
+        )
+        framed.paste(image, (0, strip))
+        ImageDraw.Draw(framed).text((4, 3), caption, fill=0 if c == 1 else (0, 0, 0))
+        image = framed
+    image.save(path)
 
 
 def run_nll(args) -> int:

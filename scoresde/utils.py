@@ -15,6 +15,8 @@ __all__ = [
     "check_bool",
     "check_real",
     "check_int",
+    "check_device",
+    "check_writable",
     "interp",
 ]
 
@@ -76,20 +78,6 @@ def first_sentence(err: BaseException, limit: int = 100) -> str:
     return text.split(". ")[0][:limit]
 
 
-def check_device(name: str, device) -> torch.device:
-    """A ``torch.device`` from a string or device, refusing a CUDA device where CUDA is missing
-    (torch would fail later with an assertion or a deserialisation error)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"{name} must be a torch device such as 'cpu' or 'cuda:0'; got {device!r}"
-        ) from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}={device!r} but CUDA is not available on this machine; use 'cpu'")
-    return dev
-
-
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool (True or False); got {value!r}")
@@ -105,6 +93,51 @@ def check_int(name: str, value, *, low: int | None = None) -> int:
     if low is not None and value < low:
         raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
     return int(value)
+
+
+def check_device(name: str, value) -> torch.device:
+    """Validate a device string or ``torch.device`` that this machine can use."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name} must be a torch device such as 'cpu' or 'cuda'; got {value!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={value!r} but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"{name}={value!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r} but MPS is not available on this machine")
+    return device
+
+
+def check_writable(name: str, path, suffixes: tuple[str, ...]):
+    """Validate an output file before any work is spent on it: its suffix is one of
+    ``suffixes`` (lower case, with the dot), it is not a folder, and its folder exists (it is
+    created) and is writable. Returns the path as a ``pathlib.Path``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{name} must end in one of {list(suffixes)}; got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{name} must be a file; {str(path)!r} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{name}: cannot create the folder of {str(path)!r} ({err})") from None
+    existed = path.exists()
+    try:  # the one reliable test of writability is to open the file for writing
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name}: cannot write {str(path)!r} ({err.strerror})") from None
+    if not existed:
+        path.unlink()
+    return path
 
 
 def interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:

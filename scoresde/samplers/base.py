@@ -70,6 +70,12 @@ def run_callback(callback, info: StepInfo, sampler: str) -> tuple[Tensor, bool]:
     return out, False
 
 
+# the driver checks the state for NaN / inf every this many steps (and after the last): a NaN or
+# inf, once in the state, stays there through the affine updates of every sampler, so a check
+# per window finds it; the window's states are kept to name the first bad step
+FINITE_CHECK_EVERY = 8
+
+
 @dataclass
 class StepInfo:
     """What a per-step ``callback`` receives: the state after step ``i`` (from ``t`` to
@@ -201,25 +207,28 @@ class Sampler(ABC):
     ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """The driver loop: ``init``, then ``step`` for every interval of ``ts``.
 
-        Non-finite states are detected without a host sync per step: the index of the first bad
-        step is kept on the device and read once at the end. After each step the ``callback``
-        may replace the state (then :meth:`replace_state` updates the sampler's state) or stop
-        the run (``stats["interrupted_at"]``).
+        Non-finite states: the state is checked every ``FINITE_CHECK_EVERY`` steps, after the
+        last and when the run is interrupted (one pass and one host sync per check, not per
+        step). The states since the last check are kept, so a failed check finds the first
+        non-finite one and names its step; a diverging run stops within ``FINITE_CHECK_EVERY``
+        steps instead of spending the rest. After each step the ``callback`` may replace the
+        state (then :meth:`replace_state` updates the sampler's state) or stop the run
+        (``stats["interrupted_at"]``).
         """
         n = ts.numel() - 1
         state = self.init(denoiser, sde, ts, x)
         grid = ts.tolist()
-        first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
         # preallocated: stacking a list at the end would hold the trajectory twice
         trajectory = x.new_empty((n + 1, *x.shape)) if save_trajectory else None
         if trajectory is not None:
             trajectory[0] = x
+        window: list[Tensor] = []  # step outputs since the last finite check
         denoiser.last = None
         stats: dict[str, Any] = {}
-        for i in tqdm(range(n), desc=self.name, disable=not progress, leave=False):
+        steps = tqdm(range(n), desc=self.name, leave=False) if progress else range(n)
+        for i in steps:
             x, state = self.step(denoiser, sde, grid, i, x, state, noise)
-            bad = ~torch.isfinite(x).all()
-            first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+            window.append(x)
             stop = False
             if callback is not None:
                 last = denoiser.last
@@ -229,18 +238,28 @@ class Sampler(ABC):
                     x, state = x_cb, self.replace_state(x_cb, state)
             if trajectory is not None:
                 trajectory[i + 1] = x
+            if len(window) == FINITE_CHECK_EVERY or i == n - 1 or stop:
+                self._check_finite(window, i, grid)
+                window.clear()
             if stop:
                 stats["interrupted_at"] = i
                 if trajectory is not None:
                     trajectory = trajectory[: i + 2]
                 break
-        k = int(first_bad)
-        if k >= 0:
-            raise FloatingPointError(
-                f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
-                f"in {self.name!r}; the first non-finite value appeared in this step's update"
-            )
         return x, trajectory, stats
+
+    def _check_finite(self, window: list[Tensor], i: int, grid: list[float]) -> None:
+        """Raise naming the first non-finite state of ``window``, the outputs of steps
+        ``i + 1 - len(window) .. i`` (a NaN or inf, once in the state, stays there through the
+        affine updates of every sampler, so checking the last one finds it)."""
+        if bool(torch.isfinite(window[-1]).all()):
+            return
+        first = next(j for j, w in enumerate(window) if not torch.isfinite(w).all())
+        k = i + 1 - len(window) + first
+        raise FloatingPointError(
+            f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
+            f"in {self.name!r}; the first non-finite value appeared in this step's update"
+        )
 
 
 def config_value(name: str, value: Any) -> Any:

@@ -22,12 +22,14 @@ from benchmarks.exact_error import steps_for_budget
 from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
 from scoresde.metrics import FeatureStats, InceptionFeatures
 from scoresde.recommend import (
+    FULL_PROBLEMS,
     add_recommend_parser,
     format_fid_recommendation,
     format_recommendation,
     latest_table,
     recommend,
     recommend_fid,
+    usage_lines,
 )
 from tests.metrics.fid_helpers import write_tiny_feature_net
 
@@ -230,7 +232,7 @@ def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
         recommend_fid(4, table=path)
     (tmp_path / "exact").mkdir()
     not_fid = table(tmp_path / "exact").rename(tmp_path / "fid_vs_steps.tsv")
-    with pytest.raises(ValueError, match="is not a fid_vs_steps table"):
+    with pytest.raises(ValueError, match="is not a table of benchmarks/fid_vs_steps.py"):
         recommend_fid(10, table=not_fid)
 
 
@@ -249,8 +251,72 @@ def test_recommend_subcommand_prints_the_fid_ranking(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "median" not in out and "1. z" in out
     args = parser.parse_args(["recommend", "--nfe", "20", "--table", exact, "--fid-table", exact])
-    with pytest.raises(ValueError, match="is not a fid_vs_steps table"):
-        args.func(args)  # a table the user names is never skipped silently
+    assert args.func(args) == 2  # a table the user names is never skipped silently
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a table of benchmarks/fid_vs_steps.py" in err
+
+
+def test_recommend_says_in_its_first_line_when_the_table_is_partial(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="scoresde")
+    add_recommend_parser(parser.add_subparsers(dest="command"))
+    path = table(tmp_path)  # two made-up problems: not the full benchmark's six
+    args = parser.parse_args(["recommend", "--nfe", "20", "--table", str(path)])
+    assert args.func(args) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("WARNING: partial benchmark table") and "lacks problems" in first
+    quick = path.parent.with_name("2026-01-02_cpu_quick")
+    quick.mkdir()
+    path = path.rename(quick / "exact_error.tsv")
+    res = recommend(20, "p1_ddpm", table=path)  # one problem asked for: only --quick is flagged
+    assert res["partial"] == ["a --quick run (fewer samples, budgets and grids)"]
+    assert format_recommendation(res).startswith("WARNING: partial benchmark table (a --quick")
+
+
+def test_recommend_ends_with_a_sample_call_and_the_matching_command(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="scoresde")
+    add_recommend_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["recommend", "--nfe", "10", "--problem", "p1_ddpm",
+                              "--table", str(table(tmp_path))])  # fmt: skip
+    assert args.func(args) == 0
+    *_, code, command = capsys.readouterr().out.splitlines()
+    assert code.strip() == "x = S.sample(\"b\", denoiser, shape=shape).x  # on the benchmark's 'g2'"
+    assert command.split() == ["python", "-m", "scoresde", "sample", "--ckpt", "CHECKPOINT.pt",
+                               "--sampler", "b", "--grid", "g2", "--nfe", "10", "--out",
+                               "samples.png"]  # fmt: skip
+
+
+@pytest.mark.parametrize("grid, code", [("karras", "S.Karras(7.0)"), ("uniform_lambda",
+                         "S.UniformLambda()"), ("optimized", "S.Optimized('unipc', denoiser")])  # fmt: skip
+def test_recommend_usage_line_runs_as_python(grid, code):
+    line = usage_lines("unipc", grid, 4, 4)[0].strip()
+    assert code in line
+    data = S.GaussianMixture(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), stds=0.5)
+    denoiser, shape = data.denoiser(S.VPSDE(), "eps"), (3, 2)
+    scope = {"S": S, "denoiser": denoiser, "shape": shape}
+    exec(line.replace("shape=(16,", "max_evals=3, shape=(16,"), scope)  # a cheap fit for the test
+    assert scope["x"].shape == shape and torch.isfinite(scope["x"]).all()
+
+
+def test_recommend_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
+    from scoresde.cli import main
+
+    for argv in (["--table", str(tmp_path)], ["--table", str(table(tmp_path)), "--problem", "x"]):
+        assert main(["recommend", "--nfe", "10", *argv]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1
+        assert captured.err.startswith("error: ")
+
+
+def test_packaged_tables_are_the_newest_full_benchmark_runs():
+    from benchmarks.exact_error import make_problems
+    from benchmarks.publish import PACKAGED, TABLES, newest_full
+
+    assert tuple(p.key for p in make_problems()) == FULL_PROBLEMS
+    for name in TABLES:
+        src = newest_full(name)
+        shipped = PACKAGED / src.parent.name / name
+        assert shipped.read_bytes() == src.read_bytes(), "run `python -m benchmarks.publish`"
+        assert latest_table(name=name).parent.name == src.parent.name
 
 
 def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):

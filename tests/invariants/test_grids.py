@@ -84,3 +84,18 @@ def test_flow_match_shift_is_diffusers_flow_match_sigmas(config, grid, mu, m):
 def test_flow_match_shift_refuses_a_schedule_it_does_not_fit():
     with pytest.raises(ValueError, match=r"needs a flow schedule on \[t_min, 1\]"):
         S.FlowMatchShift().grid(S.RectifiedFlow(t_min=0.01), 10)
+
+
+def test_grids_do_not_import_samplers_or_tuning():
+    """Samplers import the grids; a grid that runs samplers (``Optimized``) lives in
+    ``scoresde.tuning``, so ``grids.py`` imports neither (no import cycle)."""
+    import ast
+    import inspect
+
+    import scoresde.grids
+
+    tree = ast.parse(inspect.getsource(scoresde.grids))
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if "samplers" in m or "tuning" in m}, imported
+    assert S.Optimized.__module__ == "scoresde.tuning"

@@ -7,7 +7,6 @@ own ``nfe()``, never by assumption).
 import argparse
 import json
 
-import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -52,8 +51,13 @@ def test_train_sample_and_nll_run_from_the_checkpoint_alone(tmp_path, fake_mnist
     assert "3 NFE measured" in capsys.readouterr().out
     assert run(f"sample --ckpt {out}/ema.pt --nfe 3 --n 4 --denoise-final --out {grid}") == 0
     assert "(2 steps, 3 NFE measured" in capsys.readouterr().out
-    # 2x2 tiles of 28 pixels with a 2-pixel border
-    assert matplotlib.image.imread(grid).shape[:2] == (2 + 2 * 30, 2 + 2 * 30)
+    # 2x2 tiles of 28 pixels with a 2-pixel grey border, upscaled 3x, under an 18-pixel caption;
+    # a greyscale PNG
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        assert image.mode == "L" and image.size == (3 * (2 + 2 * 30), 3 * (2 + 2 * 30) + 18)
+        assert image.getpixel((1, 18 + 1)) == 128  # the separator
 
     result = tmp_path / "nll.json"
     cmd = f"nll --ckpt {out}/checkpoint.pt --n 4 --batch-size 4 --rtol 1e-2 --atol 1e-2"
@@ -70,6 +74,61 @@ def test_toy_training_resumes_and_samples_to_a_tensor_file(tmp_path):
     assert ckpt_io.load(out / "checkpoint.pt")["step"] == 5
     assert run(f"sample --ckpt {out}/ema.pt --nfe 4 --n 10 --out {tmp_path}/x.pt") == 0
     assert torch.load(tmp_path / "x.pt").shape == (10, 2)
+    # a saved grid is a grid like any other: the same samples from its file, its NFE implied
+    cmd = f"sample --ckpt {out}/ema.pt --n 10 --sampler dpm_solver_pp_2m --grid karras"
+    assert run(f"{cmd} --nfe 4 --out {tmp_path}/a.pt --save-grid {tmp_path}/g.pt") == 0
+    cmd = f"sample --ckpt {out}/ema.pt --n 10 --sampler dpm_solver_pp_2m --grid {tmp_path}/g.pt"
+    assert run(f"{cmd} --out {tmp_path}/b.pt") == 0
+    torch.testing.assert_close(torch.load(tmp_path / "b.pt"), torch.load(tmp_path / "a.pt"))
+    assert run(f"{cmd} --nfe 5 --out {tmp_path}/b.pt") == 2  # the file fixes 4 steps
+    for grid in ("uniform_lambda", "quadratic", "optimized"):
+        cmd = f"sample --ckpt {out}/ema.pt --n 4 --sampler unipc --grid {grid} --nfe 3"
+        assert run(f"{cmd} --out {tmp_path}/{grid}.pt") == 0
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("x.jpg", "--out must end in one of ['.png', '.pt']"),
+        ("x.png", "is a PNG but the checkpoint's data are not images"),
+        ("/proc/no/x.pt", "--out: cannot"),
+    ],
+)
+def test_sample_checks_out_before_spending_any_network_call(
+    tmp_path, capsys, monkeypatch, out, message
+):
+    import scoresde
+
+    ring = tmp_path / "ring"
+    cmd = f"train --data ring --toy-size 64 --batch-size 8 --steps 1 --out {ring} --no-progress"
+    assert run(cmd) == 0
+    capsys.readouterr()
+    calls = []
+    monkeypatch.setattr(scoresde, "sample", lambda *a, **k: calls.append(1))
+    assert run(f"sample --ckpt {ring}/ema.pt --nfe 4 --out {tmp_path / out}") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and calls == []
+    assert not (tmp_path / out).exists()
+
+
+def test_sample_refuses_an_unknown_grid(tmp_path, capsys):
+    assert run(f"sample --ckpt /no/such.pt --nfe 4 --grid bogus --out {tmp_path}/x.pt") == 2
+    assert "checkpoint not found" in capsys.readouterr().err  # the checkpoint is read first
+    ring = tmp_path / "ring"
+    cmd = f"train --data ring --toy-size 64 --batch-size 8 --steps 1 --out {ring} --no-progress"
+    assert run(cmd) == 0
+    assert run(f"sample --ckpt {ring}/ema.pt --nfe 4 --grid bogus --out {tmp_path}/x.pt") == 2
+    assert "--grid must be one of" in capsys.readouterr().err
+
+
+def test_every_option_with_a_default_shows_it_in_help():
+    from scoresde.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in (action.help or ""), f"{name} {action.option_strings}"
 
 
 BAD = {

@@ -29,3 +29,19 @@ def test_non_finite_state_names_the_step_and_time(key):
         S.sample(key, d, shape=(4, 2), n_steps=10, progress=False, generator=torch.Generator())
     msg = str(err.value)
     assert "step 3" in msg and f"t={ts[3].item():.6g}" in msg and repr(key) in msg
+
+
+@pytest.mark.parametrize("k", [0, 7, 8, 11, 19])
+def test_first_bad_step_is_named_wherever_it_falls_in_the_check_window(k):
+    """The driver checks every ``FINITE_CHECK_EVERY`` (8) steps and after the last; the kept
+    window still names the first bad step, and the run stops at the end of that window."""
+    from scoresde.samplers.base import FINITE_CHECK_EVERY
+
+    sde = S.VPSDE()
+    net = NaNAfter(k)
+    d = S.Denoiser(net, sde, "eps")
+    ts = S.UniformTime().grid(sde, 20)
+    with pytest.raises(FloatingPointError, match=rf"step {k} \(t={ts[k].item():.6g} "):
+        S.sample("ddim", d, shape=(4, 2), n_steps=20, progress=False)
+    window_end = min(20, (k // FINITE_CHECK_EVERY + 1) * FINITE_CHECK_EVERY)
+    assert net.calls == window_end  # no network call after the failed check

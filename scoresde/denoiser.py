@@ -449,23 +449,8 @@ class Denoiser:
         return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization, *d)
 
     def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
-        """``(x0, eps)`` from one network call; the form the network does not output is
-        converted when first read (see :class:`Prediction`)."""
-        t = self._batch_time(x, t)
-        out = self._call(x, t)
-        p = self.parameterization
-
-        def convert() -> tuple[Tensor, Tensor]:
-            return to_x0_eps(out, x, *self._alpha_sigma(x, t), p)
-
-        known = {Parameterization.EPS: (None, out), Parameterization.X0: (out, None)}
-        self.last = Prediction(*known.get(p, (None, None)), convert=convert)
-        return self.last
-
-    def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:
-        pred = self.predict(x, t)
-        alpha, sigma = self._alpha_sigma(x, self._batch_time(x, t))
-        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization)
+        """``(x0, eps)`` from one network call."""
+        return self._predict(x, t)[0]
 
     def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.predict(x, t).x0

@@ -129,7 +129,8 @@ class SASolver(Sampler):
             included), 1-4 (default 2).
         tau: the noise amount: a number ``>= 0`` (constant), or a callable from a time ``t``
             (float) to a number ``>= 0`` (diffusers' ``tau_func`` in continuous time),
-            evaluated at each step's start time; default :func:`default_tau`.
+            evaluated at each step's start time; ``None`` (the default) is
+            :func:`default_tau` (``None`` keeps the sampler's config plain JSON).
         lower_order_final: lower the orders over the last steps (diffusers' option).
     """
 
@@ -145,7 +146,7 @@ class SASolver(Sampler):
         *,
         predictor_order: int = 2,
         corrector_order: int = 2,
-        tau: float | Callable[[float], float] = default_tau,
+        tau: float | Callable[[float], float] | None = None,
         lower_order_final: bool = True,
     ):
         self.predictor_order = _check_order("predictor_order", predictor_order)
@@ -156,13 +157,13 @@ class SASolver(Sampler):
                     f"tau must be a finite number >= 0 or a callable t -> tau(t) >= 0; got {tau!r}"
                 )
             tau = float(tau)
-        elif not callable(tau):
+        elif tau is not None and not callable(tau):
             raise TypeError(f"tau must be a number >= 0 or a callable t -> tau(t); got {tau!r}")
         self.tau = tau
         self._taus(_PROBE)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
         # the default's switches sit inside steps (strong order 1/2); a number is continuous
-        self.order = 0.5 if tau is default_tau else 1
+        self.order = 0.5 if tau is None or tau is default_tau else 1
         self.weak_order = 1 if self.corrector_order == 1 else 2
 
     def options(self):
@@ -172,9 +173,10 @@ class SASolver(Sampler):
     def _taus(self, ts) -> list[float]:
         if isinstance(self.tau, float):
             return [self.tau] * len(ts)
+        tau = default_tau if self.tau is None else self.tau
         out = []
         for t in ts:
-            v = self.tau(float(t))
+            v = tau(float(t))
             v = float(v) if isinstance(v, (Real, torch.Tensor, np.ndarray)) else v
             if not isinstance(v, float) or not (math.isfinite(v) and v >= 0):
                 raise ValueError(

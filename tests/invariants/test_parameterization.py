@@ -104,23 +104,3 @@ def test_denoiser_gives_the_same_x0_and_eps_in_every_parameterization(p, t, sde)
     got = data.denoiser(sde, p).predict(x, t)
     torch.testing.assert_close(got.x0, ref.x0, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(got.eps, ref.eps, rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("p", ["eps", "x0", "v", "score"])
-def test_prediction_converts_on_first_read_to_the_same_values(p):
-    """``Denoiser.predict`` returns the network's own form untouched and converts the other form
-    when it is read: the values equal the eager conversion ``to_x0_eps``."""
-    sde = S.VPSDE()
-    gen = torch.Generator().manual_seed(0)
-    out, x = torch.randn(3, 2, generator=gen), torch.randn(3, 2, generator=gen)
-    den = S.Denoiser(lambda x_, t_: out, sde, p)
-    pred = den.predict(x, 0.3)
-    t = torch.full((3,), 0.3, dtype=torch.float64)
-    alpha, sigma = (sde.alpha(t)[:, None].float(), sde.sigma(t)[:, None].float())
-    x0, eps = to_x0_eps(out, x, alpha, sigma, Parameterization(p))
-    torch.testing.assert_close(pred.eps, eps)
-    torch.testing.assert_close(pred.x0, x0)
-    if p == "eps":
-        assert pred.eps is out
-    a, b = pred  # unpacks as (x0, eps)
-    assert a is pred.x0 and b is pred.eps

@@ -134,11 +134,12 @@ def _pair_terms(
 
     z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
     x_t = (on_x(alpha[k]) * x + on_x(sigma[k]) * z).to(x.dtype)
-    x0_hat = denoiser.predict(x_t, ts[k].to(x.device)).x0.double()
+    pred = denoiser.predict(x_t, ts[k].to(x.device))
+    x0_hat = pred.x0.double()
     x = x.double()
     km1 = (k - 1).clamp(min=0)
     if variance == "learned":  # log-linear between the two (Nichol & Dhariwal 2021, eq. 15)
-        v = denoiser.variance_interp(x_t, ts[k].to(x.device)).double()
+        v = 0.5 * (pred.var_interp.double() + 1.0)  # the network's [-1, 1] output as a weight
         var_p = torch.exp(v * on_x(var_ts[km1].log()) + (1 - v) * on_x(var_post[km1].log()))
     else:
         var_p = on_x((var_ts if variance == "beta" else var_post)[km1])
@@ -185,13 +186,13 @@ def vlb(
     Raises:
         ValueError: an unknown ``variance`` / ``decoder``, a grid that is not increasing inside
             ``(0, T]``, non-8-bit data with the discretized decoder, or ``"learned"`` with a
-            denoiser that predicts no variance.
+            denoiser that predicts no variance (``Denoiser(..., learned_variance=True)``).
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {list(VARIANCES)}; got {variance!r}")
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {list(DECODERS)}; got {decoder!r}")
-    if variance == "learned" and not hasattr(denoiser, "variance_interp"):
+    if variance == "learned" and not getattr(denoiser, "learned_variance", False):
         raise ValueError(
             "variance='learned' needs a denoiser whose network predicts its variance "
             "(learned-range output); this one predicts none: use 'beta' or 'posterior'"

@@ -241,7 +241,31 @@ EDM_CHURN = "EDM churn: default S_churn=80 re-noises every step; tuned for 256-s
 ANCESTRAL_BETA = "ancestral: DDPM's variance beta_t, not the posterior's; at 5-6 steps"
 LANGEVIN = "annealed Langevin at fixed levels: a bias floor from its step size, not a solver"
 SDE_DPM_SOLVER_1 = "sde_dpm_solver_1: eps-form weights grow like e^h on long steps (docstring)"
+# k-diffusion's ancestral and SDE singlestep samplers: at equal NFE they take half DDPM's steps,
+# each re-noising by the ancestral split (sigma_up) or a half-step Brownian increment, which costs
+# variance accuracy until the steps are short
+HALF_STEPS_ANCESTRAL = "k-diffusion's 2-NFE ancestral/SDE steps: half the steps at equal NFE"
+RESTART_EDM = "restart: EDM's Heun and restart interval (sigma 0.06-0.3); 2 + 12 NFE overhead"
+SA_SOLVER_TAU = "SA-Solver: the default tau switches the noise on only for 0.2 <= t <= 0.8"
+SDE_3M_LAMBDA = "sde_dpm_solver_pp_3m on UniformLambda: divided differences of noisy x0's"
 STOCHASTIC_ABOVE_DDPM: dict[tuple[str, str], tuple[int | None, str]] = {
+    **{("dpm_2_ancestral", k): (20, HALF_STEPS_ANCESTRAL) for k in SDES},
+    ("dpm_solver_pp_2s_ancestral", "vp"): (10, HALF_STEPS_ANCESTRAL),
+    ("dpm_solver_pp_2s_ancestral", "ddpm_linear"): (10, HALF_STEPS_ANCESTRAL),
+    ("dpm_solver_pp_sde", "vp"): (8, HALF_STEPS_ANCESTRAL),
+    ("dpm_solver_pp_sde", "ddpm_linear"): (8, HALF_STEPS_ANCESTRAL),
+    ("restart", "vp"): (6, RESTART_EDM),
+    ("restart", "ddpm_linear"): (6, RESTART_EDM),
+    ("restart", "subvp"): (8, RESTART_EDM),
+    ("restart", "ve"): (8, RESTART_EDM),
+    ("restart", "cosine"): (None, RESTART_EDM),
+    ("sa_solver", "subvp"): (30, SA_SOLVER_TAU),
+    ("sa_solver", "ve"): (30, SA_SOLVER_TAU),
+    ("sde_dpm_solver_pp_3m", "vp"): (12, SDE_3M_LAMBDA),
+    ("sde_dpm_solver_pp_3m", "ddpm_linear"): (12, SDE_3M_LAMBDA),
+    ("sde_dpm_solver_pp_3m", "subvp"): (20, SDE_3M_LAMBDA),
+    ("sde_dpm_solver_pp_3m", "ve"): (12, SDE_3M_LAMBDA),
+    ("sde_dpm_solver_pp_3m", "cosine"): (30, SDE_3M_LAMBDA),
     **{("annealed_langevin", k): (None, LANGEVIN) for k in SDES},
     ("ancestral", "vp"): (6, ANCESTRAL_BETA),
     ("ancestral", "ddpm_linear"): (6, ANCESTRAL_BETA),

@@ -109,6 +109,22 @@ def test_a_kl_term_matches_a_monte_carlo_estimate_of_its_log_ratio():
         assert abs(float(kl) - ratio.mean()) < 5 * se, (variance, float(kl), ratio.mean(), se)
 
 
+@pytest.mark.parametrize("v, same_as", [(1.0, "beta"), (-1.0, "posterior")])
+def test_a_learned_variance_at_its_ends_is_the_fixed_choice(data, v, same_as):
+    """The learned-range output ``v`` interpolates ``log beta`` (``v = 1``) and ``log beta~``
+    (``v = -1``): at the ends the bound is the fixed variance's, draw for draw."""
+    den, x0 = data
+
+    def net(x, t):
+        return torch.cat([den.raw(x, t), torch.full_like(x, v)], dim=1)
+
+    learned = S.Denoiser(net, SDE, "x0", learned_variance=True)
+    kw = {"n_steps": 20, "decoder": "gaussian", "progress": False}
+    a = vlb(learned, x0[:20], variance="learned", generator=torch.Generator().manual_seed(5), **kw)
+    b = vlb(den, x0[:20], variance=same_as, generator=torch.Generator().manual_seed(5), **kw)
+    torch.testing.assert_close(a.per_image, b.per_image, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("mean, std", [(0.0, 0.05), (0.93, 0.01), (-0.6, 0.3), (0.99, 1e-3)])
 def test_the_discretized_decoder_integrates_the_gaussian_over_each_bin(mean, std):
     pixels = torch.tensor([0, 1, 64, 127, 128, 200, 254, 255], dtype=torch.float64) / 127.5 - 1

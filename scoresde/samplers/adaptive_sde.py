@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..utils import check_int, check_real
-from .base import Sampler, StepInfo
+from .base import Sampler, StepInfo, run_callback
 
 __all__ = ["AdaptiveSDE", "tolerance_floor"]
 
@@ -177,16 +177,21 @@ class AdaptiveSDE(Sampler):
                     why = f"a step of the minimum size h_min={self.h_min:g} was rejected"
                     self._fail(f"{why} (E={err:.3g})", t, h_try, denoiser)
                 h = max(h, self.h_min)  # try the minimum step before giving up
+            stop = False
+            if callback is not None:  # may replace the state or stop (the driver's rules)
+                x_cb, stop = run_callback(callback, StepInfo(k, grid[k], grid[k + 1], x, None),
+                                          self.name)  # fmt: skip
+                x = x_cb  # x_prev, the tolerance's scale, stays the last accepted x'
             if trajectory is not None:
                 trajectory.append(x)
-            if callback is not None:
-                callback(StepInfo(k, grid[k], grid[k + 1], x, None))
             bar.update()
+            if stop:
+                break
         bar.close()
         traj = None if trajectory is None else torch.stack(trajectory)
         stats = {"accepted_steps": accepted, "rejected_steps": rejected, "rel_tol": rel_tol,
                  "abs_tol": abs_tol}  # fmt: skip
-        return x, traj, stats
+        return x, traj, stats if not stop else {**stats, "interrupted_at": k}
 
     @staticmethod
     def _drift(denoiser, sde, x: Tensor, t: float) -> Tensor:

@@ -226,7 +226,7 @@ class SASolver(Sampler):
                     w[0], w[1] = w[0] + bonus, w[1] - bonus
                 c_c[i, : cs[i]] = torch.tensor(w, dtype=torch.float64)
         cast = GridSchedule.cast
-        return {"t": cast(s.t, x), "c_x": cast(c_x, x), "c_z": cast(c_z, x),
+        return {"t": GridSchedule.times(s.t, x), "c_x": cast(c_x, x), "c_z": cast(c_z, x),
                 "c_p": cast(c_p, x), "c_c": cast(c_c, x), "ps": ps, "cs": cs,
                 "x0s": [], "x_prev": None, "z_prev": None}  # fmt: skip
 

@@ -18,7 +18,13 @@ from scoresde.samplers import SAMPLERS
 from scoresde.samplers.pc import LangevinCorrector
 from tests.helpers import GaussianMixture
 
-STOCHASTIC = [k for k, c in sorted(SAMPLERS.items()) if c.stochastic]
+# adaptive_sde chooses one step size for the whole batch from its largest error (Jolicoeur-Martineau
+# et al. 2021, as dpm_solver_adaptive does), so a sample's steps, not its draws, depend on the
+# batch: per-sample generators still give each sample its own noise, tested separately below
+BATCH_COUPLED_STEPS = {"adaptive_sde"}
+STOCHASTIC = [
+    k for k, c in sorted(SAMPLERS.items()) if c.stochastic and k not in BATCH_COUPLED_STEPS
+]
 # pc's default corrector averages norms over the batch (the reference implementation), which
 # couples the samples by design; its per-sample norms are the paper's rule
 OPTIONS = {
@@ -32,6 +38,17 @@ TOL = dict(rtol=1e-12, atol=1e-12)
 def problem():
     means = torch.tensor([[1.0, 0.5, -0.5], [-1.0, 0.0, 1.0]], dtype=torch.float64)
     return GaussianMixture(means, stds=0.5)
+
+
+def test_a_batch_coupled_adaptive_sampler_still_draws_each_samples_own_prior():
+    sde = S.VPSDE()
+    den = problem().denoiser(sde)
+    for key in sorted(BATCH_COUPLED_STEPS):
+        batch = S.sample(key, den, shape=(4, 3), generator=generators(SEEDS), n_steps=4,
+                         save_trajectory=True, progress=False)  # fmt: skip
+        alone = S.sample(key, den, shape=(1, 3), generator=generators(SEEDS[1:2]), n_steps=4,
+                         save_trajectory=True, progress=False)  # fmt: skip
+        torch.testing.assert_close(batch.trajectory[0, 1:2], alone.trajectory[0], rtol=0, atol=0)
 
 
 def generators(seeds):

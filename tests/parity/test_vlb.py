@@ -144,7 +144,10 @@ def test_the_discretized_decoder_integrates_the_gaussian_over_each_bin(mean, std
         ({"variance": "fixed"}, r"variance must be one of \['beta', 'posterior', 'learned'\]"),
         ({"decoder": "logistic"}, r"decoder must be one of \['discretized', 'gaussian'\]"),
         ({"variance": "learned"}, "variance='learned' needs a denoiser whose network predicts"),
-        ({"ts": torch.tensor([0.5, 0.2]), "decoder": "gaussian"}, "ts must be strictly increasing"),
+        (
+            {"ts": torch.tensor([0.5, 0.2]), "decoder": "gaussian"},
+            "ts must hold at least 2 strictly increasing times",
+        ),
         ({"n_steps": 2000, "decoder": "gaussian"}, r"n_steps must be <= the schedule's N=1000"),
         ({}, "decoder='discretized' needs 8-bit data"),
     ],

@@ -265,12 +265,13 @@ def check_lower_order_final(value) -> str | bool:
 def geometric_orders(orders: list[int], h) -> list[int]:
     """Lower the per-step ``orders`` where the grid's geometry makes extrapolation unsafe.
 
-    ``h`` are the steps in ``lambda_``. Step ``i`` is taken at order 1 when
-    ``h_i > STEP_RATIO_MAX h_{i-1}`` (the step outruns the history it extrapolates from), and at
+    ``h`` are the steps in ``lambda_`` (their lengths count, so an increasing inversion grid is
+    treated like the sampling grid it reverses). Step ``i`` is taken at order 1 when
+    ``|h_i| > STEP_RATIO_MAX |h_{i-1}|`` (the step outruns the history it extrapolates from), and at
     order at most 2 when ``h_i > THIRD_ORDER_H_MAX``. On logSNR-uniform grids of 10 or more steps
     nothing changes, so refinement keeps the declared order.
     """
-    h = [float(v) for v in h]
+    h = [abs(float(v)) for v in h]  # step lengths: inversion runs lambda_ downwards (h < 0)
     if len(h) != len(orders):
         raise ValueError(f"h must hold one step per order ({len(orders)}); got {len(h)}")
     out = list(orders)

@@ -107,6 +107,11 @@ class Restart(Sampler):
         self.order = self.weak_order = self.solver.order
         self.stochastic = self.K > 0
 
+    @property
+    def default_grid(self):
+        """Its solver's default grid (``Karras()`` for the default ``edm_heun``, the paper's)."""
+        return self.solver.default_grid
+
     def options(self):
         return {"solver": self.solver, "restart_interval": self.restart_interval,
                 "interval_variable": self.interval_variable, "K": self.K,

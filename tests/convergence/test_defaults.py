@@ -245,7 +245,7 @@ SDE_DPM_SOLVER_1 = "sde_dpm_solver_1: eps-form weights grow like e^h on long ste
 # each re-noising by the ancestral split (sigma_up) or a half-step Brownian increment, which costs
 # variance accuracy until the steps are short
 HALF_STEPS_ANCESTRAL = "k-diffusion's 2-NFE ancestral/SDE steps: half the steps at equal NFE"
-RESTART_EDM = "restart: EDM's Heun and restart interval (sigma 0.06-0.3); 2 + 12 NFE overhead"
+RESTART_EDM = "restart: EDM's Heun on Karras' grid and restart interval; 12 NFE of restarts"
 SA_SOLVER_TAU = "SA-Solver: the default tau switches the noise on only for 0.2 <= t <= 0.8"
 SDE_3M_LAMBDA = "sde_dpm_solver_pp_3m on UniformLambda: divided differences of noisy x0's"
 STOCHASTIC_ABOVE_DDPM: dict[tuple[str, str], tuple[int | None, str]] = {
@@ -254,9 +254,9 @@ STOCHASTIC_ABOVE_DDPM: dict[tuple[str, str], tuple[int | None, str]] = {
     ("dpm_solver_pp_2s_ancestral", "ddpm_linear"): (10, HALF_STEPS_ANCESTRAL),
     ("dpm_solver_pp_sde", "vp"): (8, HALF_STEPS_ANCESTRAL),
     ("dpm_solver_pp_sde", "ddpm_linear"): (8, HALF_STEPS_ANCESTRAL),
-    ("restart", "vp"): (6, RESTART_EDM),
-    ("restart", "ddpm_linear"): (6, RESTART_EDM),
-    ("restart", "subvp"): (8, RESTART_EDM),
+    ("restart", "vp"): (10, RESTART_EDM),
+    ("restart", "ddpm_linear"): (10, RESTART_EDM),
+    ("restart", "subvp"): (12, RESTART_EDM),
     ("restart", "ve"): (8, RESTART_EDM),
     ("restart", "cosine"): (None, RESTART_EDM),
     ("sa_solver", "subvp"): (30, SA_SOLVER_TAU),

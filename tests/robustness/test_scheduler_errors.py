@@ -67,8 +67,8 @@ def test_model_output_of_another_shape_is_refused(scheduler):
 ADAPTIVE = sorted(k for k, cls in S.SAMPLERS.items() if cls().nfe_per_step is None)
 
 
-def test_the_adaptive_samplers_are_the_three_adaptive_integrators():
-    assert ADAPTIVE == ["dpm_solver_adaptive", "scipy", "torchdiffeq"]
+def test_the_adaptive_samplers_are_the_four_adaptive_integrators():
+    assert ADAPTIVE == ["adaptive_sde", "dpm_solver_adaptive", "scipy", "torchdiffeq"]
 
 
 @pytest.mark.parametrize("key", ADAPTIVE)

@@ -82,8 +82,16 @@ def invert(
         )
     if not isinstance(denoiser, Denoiser):
         raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
-    sde = denoiser.sde if sde is None else sde
+    sde = denoiser.process(sde)
     ts = _increasing_grid(sde, grid, n_steps)
+    if float(sde.alpha(ts[-1])) == 0.0 and not (sampler.zero_snr_start or sampler.name == "ddim"):
+        # lambda_ = -inf at the end: the exponential integrators' coefficients and the
+        # multistep extrapolation degenerate on the last step (only DDIM's limit is finite)
+        raise ValueError(
+            f"sampler {sampler.name!r} cannot invert up to alpha = 0 ({sde!r} has zero terminal "
+            "SNR); use 'ddim', 'pf_euler' or 'pf_heun', or end the grid below T "
+            "(e.g. grid=UniformTime(t_start=0.999))"
+        )
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
         raise TypeError(f"x0 must be a floating-point tensor (batch, *dims); got {x0!r:.80}")
 

@@ -63,3 +63,14 @@ def test_a_grid_whose_increasing_form_is_not_increasing_is_refused():
 
     with pytest.raises(ValueError, match=r"Broken\(\)\.increasing\(\) returned a grid that is not"):
         S.invert("ddim", den(), X0, grid=Broken(), n_steps=4, progress=False)
+
+
+def test_inverting_up_to_zero_terminal_snr_is_refused_for_samplers_whose_last_step_degenerates():
+    flow = S.RectifiedFlow()
+    den = S.ring_mixture().denoiser(flow, "flow")
+    x0 = S.ring_mixture().sample_marginal(flow, flow.t_min, 8)
+    with pytest.raises(ValueError, match=r"'dpm_solver_pp_2m' cannot invert up to alpha = 0"):
+        S.invert("dpm_solver_pp_2m", den, x0, grid=S.UniformTime(), n_steps=20)
+    for key in ("ddim", "pf_euler", "pf_heun"):
+        res = S.invert(key, den, x0, grid=S.UniformTime(), n_steps=20, progress=False)
+        assert torch.isfinite(res.x).all()

@@ -602,6 +602,12 @@ def run_nll(args) -> int:
     try:
         _setup_threads(args)
         ckpt = load(args.ckpt, map_location=args.device)
+        if ckpt["model_config"].get("name") != "unet":
+            raise ValueError(
+                f"nll scores image checkpoints (bits/dim of 8-bit images); {args.ckpt!r} holds a "
+                f"{ckpt['model_config'].get('name')!r} model trained on "
+                f"{ckpt.get('data', {}).get('name', 'non-image data')!r}"
+            )
         denoiser = load_denoiser(ckpt, ema=not args.no_ema)
         denoiser.net.to(args.device)
         info = ckpt.get("data", {})

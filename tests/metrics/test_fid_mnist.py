@@ -34,6 +34,9 @@ MNIST = None if ROOT is None else ROOT / "mnist"
 N = 1000
 
 
+# ~4 min of Inception forward passes on this 2-core CPU: the largest single test, run with -m slow
+# (CI runs tests/metrics/test_fid.py's real-Inception check on a few images instead)
+@pytest.mark.slow
 @pytest.mark.skipif(
     INCEPTION is None
     or not INCEPTION.is_file()

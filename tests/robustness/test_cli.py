@@ -180,6 +180,13 @@ def test_image_data_without_a_directory_is_refused(monkeypatch, capsys):
     assert "--data-dir is required for --data fashion-mnist" in capsys.readouterr().err
 
 
+def test_nll_of_a_toy_checkpoint_says_it_needs_images(tmp_path, capsys):
+    out = tmp_path / "ring"
+    run(f"train --data ring --toy-size 64 --batch-size 32 --steps 1 --out {out} --no-progress")
+    assert run(f"nll --ckpt {out}/ema.pt --n 2") == 2
+    assert "nll scores image checkpoints" in capsys.readouterr().err
+
+
 def test_unknown_sampler_lists_the_valid_names(tmp_path, capsys):
     out = tmp_path / "ring"
     run(f"train --data ring --toy-size 64 --batch-size 32 --steps 1 --out {out} --no-progress")

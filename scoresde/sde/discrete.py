@@ -103,11 +103,7 @@ class DiscreteVPSDE(SDE):
         rescale_betas_zero_snr: bool = False,
     ) -> DiscreteVPSDE:
         """DDPM's linear betas (Ho et al. 2020, Sec. 4)."""
-        n = check_int("n", n, low=2)
-        beta_start = check_real(
-            "beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True
-        )
-        beta_end = check_real("beta_end", beta_end, low=beta_start, high=1.0, high_open=True)
+        n, beta_start, beta_end = _check_linear_args(n, beta_start, beta_end)
         betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
         return cls(betas, name="linear", rescale_betas_zero_snr=rescale_betas_zero_snr)
 
@@ -121,11 +117,7 @@ class DiscreteVPSDE(SDE):
         rescale_betas_zero_snr: bool = False,
     ) -> DiscreteVPSDE:
         """Latent-diffusion's betas, linear in ``sqrt(beta)`` (diffusers' ``scaled_linear``)."""
-        n = check_int("n", n, low=2)
-        beta_start = check_real(
-            "beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True
-        )
-        beta_end = check_real("beta_end", beta_end, low=beta_start, high=1.0, high_open=True)
+        n, beta_start, beta_end = _check_linear_args(n, beta_start, beta_end)
         b = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
         return cls(b, name="scaled_linear", rescale_betas_zero_snr=rescale_betas_zero_snr)
 
@@ -234,3 +226,13 @@ def rescale_zero_terminal_snr(betas) -> Tensor:
     abar = sqrt_abar**2
     alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
     return 1.0 - alphas
+
+
+def _check_linear_args(n, beta_start, beta_end) -> tuple[int, float, float]:
+    """``n >= 2`` steps and ``0 < beta_start <= beta_end < 1``, shared by the linear schedules."""
+    n = check_int("n", n, low=2)
+    beta_start = check_real(
+        "beta_start", beta_start, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    beta_end = check_real("beta_end", beta_end, low=beta_start, high=1.0, high_open=True)
+    return n, beta_start, beta_end

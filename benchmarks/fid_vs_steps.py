@@ -76,10 +76,13 @@ DEFAULT_SAMPLERS = (
     "reverse_diffusion",
 )
 REFERENCE_SAMPLERS = ("ancestral", "euler_maruyama")
+ENDINGS = ("denoise_final", "t_min")
 COLUMNS = [
     "role",
     "sampler",
     "grid",
+    "ending",
+    "seed",
     "nfe_budget",
     "nfe",
     "n_steps",
@@ -206,46 +209,66 @@ def fid_table(
     reference_steps: int,
     n: int,
     batch_size: int,
-    seed: int,
+    seed: int | Sequence[int],
     device: torch.device,
+    ending: str = "denoise_final",
     log: Callable[[str], None] = print,
     progress: bool = False,
     cache: Path | None = None,
     context: dict | None = None,
     on_row: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Every (sampler, NFE) cell and the reference run, as rows.
+    """Every (NFE, sampler, seed) cell and the reference run, as rows, smallest budgets first.
+
+    ``grid`` is a key of ``GRIDS`` or ``"default"`` (each sampler's own ``default_grid``).
+    ``ending`` is ``"denoise_final"`` (the last step is the model's x0, 1 NFE paid from the
+    budget: Ho et al. 2020 Alg. 2, score_sde's ``noise_removal``) or ``"t_min"`` (the state at
+    ``t_min``, with its residual noise ``sigma(t_min)``). The reference ends with x0 and runs at
+    the first seed only; ``reference_steps=0`` leaves it out.
 
     With ``cache`` (a JSON-lines file), a cell whose key (its labels, ``n``, ``batch_size``,
     ``seed`` and ``context``, e.g. the hashes of the checkpoint and the reference statistics) is
     already there is read back instead of run, and every cell that is run is appended to it;
     ``on_row(rows)`` is called after each cell.
     """
+    if ending not in ENDINGS:
+        raise ValueError(f"ending must be one of {ENDINGS}; got {ending!r}")
+    seeds = [seed] if isinstance(seed, int) else list(seed)
     rows = []
     done = _read_cells(cache)
-    cells = [("cell", key, GRIDS[grid](), b) for key in samplers for b in nfes]
-    cells.append(("reference", reference_sampler, S.UniformTime(), None))
-    for role, key, grid_obj, budget in cells:
+    cells = [("cell", key, b, s) for b in nfes for key in samplers for s in seeds]
+    if reference_steps:
+        cells.append(("reference", reference_sampler, None, seeds[0]))
+    for role, key, budget, cell_seed in cells:
         sampler = S.get_sampler(key)
-        n_steps = reference_steps if budget is None else steps_for_budget(sampler, budget)
+        cell_ending = "denoise_final" if budget is None else ending
+        if budget is None:
+            n_steps, grid_obj, grid_name = reference_steps, S.UniformTime(), "uniform_time"
+        else:
+            paid = budget - (cell_ending == "denoise_final")
+            n_steps = steps_for_budget(sampler, paid) if paid > 0 else None
+            grid_obj = sampler.default_grid if grid == "default" else GRIDS[grid]()
+            grid_name = f"default: {grid_obj!r}" if grid == "default" else grid
         label = {
             "role": role,
             "sampler": key,
-            "grid": "uniform_time" if budget is None else grid,
+            "grid": grid_name,
+            "ending": cell_ending,
+            "seed": cell_seed,
             "nfe_budget": budget,
         }
         if n_steps is None:
             continue
         cell_key = json.dumps(
-            {**label, "n_steps": n_steps, "n": n, "batch_size": batch_size, "seed": seed,
+            {**label, "n_steps": n_steps, "n": n, "batch_size": batch_size,
              "context": context or {}},
             sort_keys=True,
         )  # fmt: skip
         if cell_key in done:
             rows.append(done[cell_key])
             log(
-                f"{role} {key} nfe<={budget}: FID {done[cell_key].get('fid', float('nan')):.3f} "
-                f"(from {cache})"
+                f"{role} {key} nfe<={budget} seed {cell_seed}: "
+                f"FID {done[cell_key].get('fid', float('nan')):.3f} (from {cache})"
             )
             continue
         try:
@@ -260,9 +283,9 @@ def fid_table(
                     reference,
                     n=n,
                     batch_size=batch_size,
-                    seed=seed,
+                    seed=cell_seed,
                     device=device,
-                    denoise_final=role == "reference",
+                    denoise_final=cell_ending == "denoise_final",
                     progress=progress,
                 ),
             }
@@ -274,7 +297,7 @@ def fid_table(
         if on_row is not None:
             on_row(rows)
         log(
-            f"{role} {key} nfe<={budget}: FID {row.get('fid', float('nan')):.3f} "
+            f"{role} {key} nfe<={budget} seed {cell_seed}: FID {row.get('fid', float('nan')):.3f} "
             f"({row.get('time_s', 0):.0f} s)"
         )
     return rows
@@ -308,41 +331,60 @@ def _read_cells(cache: Path | None) -> dict[str, dict]:
 
 
 def summary(rows: list[dict]) -> str:
-    """A markdown table of FID by sampler (rows) and NFE budget (columns, with the measured NFE
-    where it is smaller), then the best sampler per budget and the reference runs."""
+    """A markdown table of FID by sampler and ending (rows) and NFE budget (columns, with the
+    measured NFE where it is smaller; mean ± standard deviation over seeds where there are
+    several), then the best sampler per budget and the reference runs."""
     cells = [r for r in rows if r.get("role") == "cell"]
     budgets = sorted({r["nfe_budget"] for r in cells})
-    by = {(r["sampler"], r["nfe_budget"]): r for r in cells}
+    groups: dict[tuple, list[dict]] = {}
+    for r in cells:
+        groups.setdefault((r["sampler"], r.get("ending") or "t_min", r["nfe_budget"]), []).append(r)
 
-    def show(r: dict | None) -> str:
-        if r is None:
+    def stats(rs: list[dict]) -> tuple[float, float, int] | None:
+        values = [r["fid"] for r in rs if r.get("fid") is not None]
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+        return mean, var**0.5, len(values)
+
+    def show(rs: list[dict] | None) -> str:
+        if not rs:
             return "–"
-        if r.get("fid") is None:
+        st = stats(rs)
+        if st is None:
             return "failed"
-        nfe = f" ({r['nfe']})" if r.get("nfe") not in (None, r["nfe_budget"]) else ""
-        return f"{r['fid']:.1f}{nfe}"
+        nfe = {r.get("nfe") for r in rs} - {None, rs[0]["nfe_budget"]}
+        spread = f" ± {st[1]:.1f}" if st[2] > 1 else ""
+        return f"{st[0]:.1f}{spread}" + (f" ({max(nfe)})" if nfe else "")
 
     lines = [
-        "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
-        "| --- |" + " --- |" * len(budgets),
+        "| sampler | ending | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
+        "| --- | --- |" + " --- |" * len(budgets),
     ]
-    for key in dict.fromkeys(r["sampler"] for r in cells):
-        lines.append(f"| `{key}` | " + " | ".join(show(by.get((key, b))) for b in budgets) + " |")
-    scored = [r for r in cells if r.get("fid") is not None]
-    best = [
-        min((r for r in scored if r["nfe_budget"] == b), key=lambda r: r["fid"], default=None)
-        for b in budgets
-    ]
+    for key, ending in dict.fromkeys((s, e) for s, e, _ in groups):
+        lines.append(
+            f"| `{key}` | {ending} | "
+            + " | ".join(show(groups.get((key, ending, b))) for b in budgets)
+            + " |"
+        )
+    best = []
+    for b in budgets:
+        scored = [(st[0], k[0]) for k, rs in groups.items() if k[2] == b and (st := stats(rs))]
+        best.append(min(scored, default=None))
     lines.append(
-        "| **best** | "
-        + " | ".join(f"`{r['sampler']}` {r['fid']:.1f}" if r else "–" for r in best)
+        "| **best** | | "
+        + " | ".join("–" if t is None else f"`{t[1]}` {t[0]:.1f}" for t in best)
         + " |"
     )
+    seeds = sorted({r.get("seed") for r in cells if r.get("seed") is not None})
+    if len(seeds) > 1:
+        lines.append(f"\nMean ± standard deviation over seeds {seeds}.")
     for r in rows:
         if r.get("role") == "reference":
             lines.append(
                 f"\nReference: `{r['sampler']}`, {r['n_steps']} steps on `{r['grid']}` "
-                f"({r.get('nfe')} NFE): FID "
+                f"({r.get('nfe')} NFE, ending {r.get('ending') or 'denoise_final'}): FID "
                 + (f"{r['fid']:.1f}" if r.get("fid") is not None else "failed")
                 + f", {r.get('n_samples')} samples."
             )
@@ -384,16 +426,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         help=f"registry keys (default: the first {N_DEFAULT} registered of {DEFAULT_SAMPLERS})",
     )
-    parser.add_argument("--grid", default="uniform_lambda", choices=sorted(GRIDS))
+    parser.add_argument(
+        "--grid",
+        default="default",
+        choices=["default", *sorted(GRIDS)],
+        help="'default': each sampler's own default_grid (default)",
+    )
+    parser.add_argument(
+        "--ending",
+        default="denoise_final",
+        choices=ENDINGS,
+        help="denoise_final: the last step returns the model's x0, 1 NFE paid from the budget "
+        "(default); t_min: the state at t_min with its residual noise",
+    )
     parser.add_argument(
         "--reference-sampler", help=f"default: the first registered of {REFERENCE_SAMPLERS}"
     )
-    parser.add_argument("--reference-steps", type=int, default=1000)
+    parser.add_argument(
+        "--reference-steps", type=int, default=1000, help="0 leaves the reference run out"
+    )
     parser.add_argument(
         "--ref-n", type=int, default=10000, help="MNIST train images for the reference statistics"
     )
     parser.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "cache"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="one cell per seed (default 0)"
+    )
     parser.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
     args = parser.parse_args(argv)
 
@@ -448,8 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference_steps=args.reference_steps,
         n=args.n,
         batch_size=args.batch_size,
-        seed=args.seed,
+        seed=args.seeds,
         device=device,
+        ending=args.ending,
         log=log,
         cache=folder / "fid_vs_steps.cells.jsonl",
         context=context,
@@ -462,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder,
             git_sha=revision,
             device=device,
-            seeds={"batches": f"SeedSequence([{args.seed}, batch])"},
+            seeds={"batches": f"SeedSequence([seed, batch]) for seed in {args.seeds}"},
             name="env_fid.txt",
             extra={
                 "wall_time_s": f"{wall:.0f}",

@@ -224,23 +224,33 @@ def plot_sw(rows: list[dict], path: Path) -> Path:
 
 
 def plot_fid(rows: list[dict], path: Path) -> Path:
-    """FID vs NFE per sampler (best grid), with the 1000-step reference as a line."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ref = [r for r in rows if r.get("role") == "reference"]
-    for key in dict.fromkeys(r["sampler"] for r in rows if r.get("role") != "reference"):
-        pts = _best_curve(
-            [r for r in rows if r["sampler"] == key and r.get("role") != "reference"], "fid"
-        )
-        if pts:
-            ax.plot(*zip(*pts, strict=True), "-o", ms=3, label=key)
-    for r in ref:
-        ax.axhline(r["fid"], color="k", lw=0.8, ls="--", label=f"{r['sampler']} {r['nfe']} NFE")
+    """FID vs measured NFE per sampler and ending (mean over seeds, bars from the lowest to the
+    highest seed; dashed: ending at ``t_min``), with the reference runs as horizontal lines."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    groups: dict[tuple, dict[int, list[float]]] = {}
+    for r in rows:
+        if r.get("role") != "reference" and _finite(r.get("fid")) and isinstance(r.get("nfe"), int):
+            curve = groups.setdefault((r["sampler"], r.get("ending") or "t_min"), {})
+            curve.setdefault(r["nfe"], []).append(r["fid"])
+    for (key, ending), curve in groups.items():
+        nfes = sorted(curve)
+        mean = [sum(curve[n]) / len(curve[n]) for n in nfes]
+        low = [m - min(curve[n]) for m, n in zip(mean, nfes, strict=True)]
+        high = [max(curve[n]) - m for m, n in zip(mean, nfes, strict=True)]
+        label = key if ending == "denoise_final" else f"{key} (ends at t_min)"
+        ax.errorbar(
+            nfes, mean, yerr=[low, high], marker="o", ms=3, capsize=2, label=label,
+            ls="--" if ending == "t_min" else "-",
+        )  # fmt: skip
+    for r in rows:
+        if r.get("role") == "reference" and _finite(r.get("fid")):
+            ax.axhline(r["fid"], color="k", lw=0.8, ls=":", label=f"{r['sampler']} {r['nfe']} NFE")
     _nfe_axis(ax)
     ax.set_yscale("log")
     ax.set_xlabel("NFE")
-    ax.set_ylabel("FID")
+    ax.set_ylabel("FID (1000 samples)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

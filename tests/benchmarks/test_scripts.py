@@ -41,7 +41,8 @@ def tiny_model():
     return F.Model(data.denoiser(S.VPSDE(), "eps"), (1, 8, 8), lambda x: torch.sigmoid(x))
 
 
-def test_fid_table_has_every_cell_and_the_reference(tmp_path):
+@pytest.mark.parametrize("ending", F.ENDINGS)
+def test_fid_table_has_every_cell_and_the_reference(tmp_path, ending):
     extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
     reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
     keys = sorted(S.SAMPLERS)
@@ -58,14 +59,20 @@ def test_fid_table_has_every_cell_and_the_reference(tmp_path):
         batch_size=5,
         seed=0,
         device=torch.device("cpu"),
+        ending=ending,
         log=lambda m: None,
     )
     cells = [r for r in rows if r["role"] == "cell"]
+    paid = 1 if ending == "denoise_final" else 0  # the final x0 is paid from the budget
     fits = {
-        (k, b) for k in keys for b in (2, 4) if steps_for_budget(S.get_sampler(k), b) is not None
+        (k, b)
+        for k in keys
+        for b in (2, 4)
+        if steps_for_budget(S.get_sampler(k), b - paid) is not None
     }
     assert {(r["sampler"], r["nfe_budget"]) for r in cells} == fits
     assert all(r["nfe"] <= r["nfe_budget"] and math.isfinite(r["fid"]) for r in cells)
+    assert {r["ending"] for r in cells} == {ending}
     [ref] = [r for r in rows if r["role"] == "reference"]
     assert ref["nfe"] == 8 + 1 and math.isfinite(ref["fid"])  # denoise_final: +1 NFE
     write_tsv(tmp_path / "fid.tsv", rows, F.COLUMNS)
@@ -327,14 +334,28 @@ def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):
     rows = read_tsv(fid_table_file(folder))
     text = F.summary(rows)
     lines = text.splitlines()
-    assert lines[0] == "| sampler | NFE 5 | NFE 10 | NFE 20 |"
-    assert "| `x` | 20.0 | 10.0 | 5.0 |" in lines
-    assert "| `z` | – | 1.0 (9) | – |" in lines  # measured NFE below the budget is shown
-    assert "| `w` | failed | – | – |" in lines
-    assert "| **best** | `y` 16.0 | `z` 1.0 | `y` 4.0 |" in lines
-    assert "Reference: `ancestral`" in text and "(1001 NFE): FID 2.5, 1000 samples." in text
+    assert lines[0] == "| sampler | ending | NFE 5 | NFE 10 | NFE 20 |"
+    assert "| `x` | t_min | 20.0 | 10.0 | 5.0 |" in lines  # rows without an ending: old tables
+    assert "| `z` | t_min | – | 1.0 (9) | – |" in lines  # measured NFE below the budget
+    assert "| `w` | t_min | failed | – | – |" in lines
+    assert "| **best** | | `y` 16.0 | `z` 1.0 | `y` 4.0 |" in lines
+    assert "Reference: `ancestral`" in text
+    assert "(1001 NFE, ending denoise_final): FID 2.5, 1000 samples." in text
     assert folder / "fid_vs_steps.md" in redraw(folder)
     assert (folder / "fid_vs_steps.md").read_text() == text + "\n"
+
+
+def test_fid_summary_gives_mean_and_spread_over_seeds_per_ending():
+    rows = [
+        {"role": "cell", "sampler": "x", "ending": e, "seed": seed, "nfe_budget": 10, "nfe": 10,
+         "fid": f + seed}
+        for e, f in (("denoise_final", 30.0), ("t_min", 40.0)) for seed in (0, 1, 2)
+    ]  # fmt: skip
+    lines = F.summary(rows).splitlines()
+    assert "| `x` | denoise_final | 31.0 ± 1.0 |" in lines
+    assert "| `x` | t_min | 41.0 ± 1.0 |" in lines
+    assert "| **best** | | `x` 31.0 |" in lines
+    assert "Mean ± standard deviation over seeds [0, 1, 2]." in lines
 
 
 def test_plots_are_written_from_table_rows(tmp_path):

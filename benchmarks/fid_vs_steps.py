@@ -42,6 +42,8 @@ from torch import Tensor
 import scoresde as S
 from benchmarks.common import REPO, git_revision, result_dir, write_env, write_tsv
 from benchmarks.exact_error import GRIDS, steps_for_budget
+from benchmarks.fid_cache import append_cell, load_features, read_cells, save_features
+from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
 from scoresde.metrics import (
     PREPROCESSING,
     FeatureStats,
@@ -77,8 +79,11 @@ DEFAULT_SAMPLERS = (
 )
 REFERENCE_SAMPLERS = ("ancestral", "euler_maruyama")
 ENDINGS = ("denoise_final", "t_min")
+# context entries that change a cell's score but not its samples (its features are reused)
+SCORING_CONTEXT = ("reference",)
 COLUMNS = [
     "role",
+    "family",
     "sampler",
     "grid",
     "ending",
@@ -150,6 +155,47 @@ def reference_stats(
     )
 
 
+def cell_features(
+    model: Model,
+    run: Callable[[Tensor, torch.Generator], tuple[Tensor, int]],
+    extractor: Callable,
+    *,
+    n: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool = False,
+) -> tuple[Tensor, int | None, float]:
+    """``(features, nfe, seconds)`` of ``n`` samples of ``run(x_T, generator) -> (x, nfe)``, the
+    prior draws ``x_T`` and the generator of batch ``b`` seeded from ``(seed, b)``."""
+    nfe = []
+
+    def sample_batch(size: int, generator: torch.Generator) -> Tensor:
+        x_T = model.denoiser.sde.prior_sample((size, *model.shape), generator=generator)
+        x, calls = run(x_T.to(device), generator)
+        nfe.append(calls)
+        return model.to_unit(x).clamp(0.0, 1.0)
+
+    start = time.perf_counter()
+    feats = generated_features(
+        sample_batch, extractor, n, batch_size=batch_size, seed=seed, progress=progress
+    )
+    return feats, (max(nfe) if nfe else None), time.perf_counter() - start
+
+
+def ours(
+    sampler: S.Sampler, denoiser: S.Denoiser, grid: S.TimeGrid, n_steps: int, denoise_final: bool
+) -> Callable[[Tensor, torch.Generator], tuple[Tensor, int]]:
+    """A scoresde sampler as ``run(x_T, generator) -> (x, nfe)``."""
+
+    def run(x_T: Tensor, generator: torch.Generator) -> tuple[Tensor, int]:
+        res = S.sample(sampler, denoiser, x_T=x_T, grid=grid, n_steps=n_steps,
+                       generator=generator, denoise_final=denoise_final, progress=False)  # fmt: skip
+        return res.x, res.nfe
+
+    return run
+
+
 def fid_cell(
     model: Model,
     sampler: S.Sampler,
@@ -166,35 +212,15 @@ def fid_cell(
     progress: bool = False,
 ) -> dict:
     """FID of ``n`` samples of one sampler on one grid; returns a row (without role/labels)."""
-    nfe = []
+    run = ours(sampler, model.denoiser, grid, n_steps, denoise_final)
+    feats, nfe, seconds = cell_features(model, run, extractor, n=n, batch_size=batch_size,
+                                        seed=seed, device=device, progress=progress)  # fmt: skip
+    return {"nfe": nfe, "n_steps": n_steps, "fid": fid(FeatureStats.of(feats), reference),
+            "n_samples": n, "time_s": seconds}  # fmt: skip
 
-    def sample_batch(size: int, generator: torch.Generator) -> Tensor:
-        x_T = model.denoiser.sde.prior_sample((size, *model.shape), generator=generator)
-        res = S.sample(
-            sampler,
-            model.denoiser,
-            x_T=x_T.to(device),
-            grid=grid,
-            n_steps=n_steps,
-            generator=generator,
-            denoise_final=denoise_final,
-            progress=False,
-        )
-        nfe.append(res.nfe)
-        return model.to_unit(res.x).clamp(0.0, 1.0)
 
-    start = time.perf_counter()
-    feats = generated_features(
-        sample_batch, extractor, n, batch_size=batch_size, seed=seed, progress=progress
-    )
-    value = fid(FeatureStats.of(feats), reference)
-    return {
-        "nfe": max(nfe) if nfe else None,
-        "n_steps": n_steps,
-        "fid": value,
-        "n_samples": n,
-        "time_s": time.perf_counter() - start,
-    }
+def _as_list(value) -> list:
+    return [value] if isinstance(value, (int, str)) else list(value)
 
 
 def fid_table(
@@ -205,50 +231,81 @@ def fid_table(
     samplers: Sequence[str],
     nfes: Sequence[int],
     grid: str,
-    reference_sampler: str,
-    reference_steps: int,
+    reference_sampler: str | Sequence[str],
+    reference_steps: int | Sequence[int],
     n: int,
     batch_size: int,
     seed: int | Sequence[int],
     device: torch.device,
     ending: str = "denoise_final",
+    peers: Sequence[str] = (),
     log: Callable[[str], None] = print,
     progress: bool = False,
     cache: Path | None = None,
+    features: Path | None = None,
     context: dict | None = None,
     on_row: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Every (NFE, sampler, seed) cell and the reference run, as rows, smallest budgets first.
+    """Every (NFE, sampler or peer, seed) cell and the reference runs, as rows, smallest budgets
+    first.
 
     ``grid`` is a key of ``GRIDS`` or ``"default"`` (each sampler's own ``default_grid``).
     ``ending`` is ``"denoise_final"`` (the last step is the model's x0, 1 NFE paid from the
     budget: Ho et al. 2020 Alg. 2, score_sde's ``noise_removal``) or ``"t_min"`` (the state at
-    ``t_min``, with its residual noise ``sigma(t_min)``). The reference ends with x0 and runs at
-    the first seed only; ``reference_steps=0`` leaves it out.
+    ``t_min``, with its residual noise ``sigma(t_min)``). ``peers`` are keys of
+    :data:`benchmarks.fid_peers.PEERS` (their own code and grids, the same ending and prior
+    draws; rows with role ``peer``). Each reference sampler (paired with its
+    ``reference_steps``; one count serves all) runs at the first seed on ``UniformTime`` if it
+    is stochastic, else on its ``default_grid``, and ends with x0; 0 steps leave it out.
 
     With ``cache`` (a JSON-lines file), a cell whose key (its labels, ``n``, ``batch_size``,
     ``seed`` and ``context``, e.g. the hashes of the checkpoint and the reference statistics) is
     already there is read back instead of run, and every cell that is run is appended to it;
-    ``on_row(rows)`` is called after each cell.
+    ``on_row(rows)`` is called after each cell. With ``features`` (a folder), each cell's
+    generated features are kept there (:mod:`benchmarks.fid_cache`) under its key without the
+    ``context`` entries in :data:`SCORING_CONTEXT`, and a cell whose features are there is
+    scored from them without sampling (e.g. against other reference statistics).
     """
     if ending not in ENDINGS:
         raise ValueError(f"ending must be one of {ENDINGS}; got {ending!r}")
-    seeds = [seed] if isinstance(seed, int) else list(seed)
+    peers = check_peers(peers)
+    seeds = _as_list(seed)
+    ref_keys, ref_steps = _as_list(reference_sampler), _as_list(reference_steps)
+    if len(ref_steps) == 1:
+        ref_steps *= len(ref_keys)
+    if len(ref_steps) != len(ref_keys):
+        raise ValueError(f"reference_steps must give one count, or one per reference sampler "
+                         f"{ref_keys}; got {ref_steps}")  # fmt: skip
     rows = []
-    done = _read_cells(cache)
-    cells = [("cell", key, b, s) for b in nfes for key in samplers for s in seeds]
-    if reference_steps:
-        cells.append(("reference", reference_sampler, None, seeds[0]))
+    done = read_cells(cache)
+    sample_context = {k: v for k, v in (context or {}).items() if k not in SCORING_CONTEXT}
+    cells = [
+        (role, key, b, s)
+        for b in nfes
+        for role, keys in (("cell", samplers), ("peer", peers))
+        for key in keys
+        for s in seeds
+    ]
+    cells += [("reference", k, steps, seeds[0]) for k, steps in zip(ref_keys, ref_steps, strict=True)
+              if steps]  # fmt: skip
     for role, key, budget, cell_seed in cells:
-        sampler = S.get_sampler(key)
-        cell_ending = "denoise_final" if budget is None else ending
-        if budget is None:
-            n_steps, grid_obj, grid_name = reference_steps, S.UniformTime(), "uniform_time"
+        cell_ending = "denoise_final" if role == "reference" else ending
+        family = PEERS[key].family if role == "peer" else "scoresde"
+        if role == "peer":
+            n_steps, grid_name = peer_steps(key, budget, cell_ending), peer_grid(key)
         else:
-            paid = budget - (cell_ending == "denoise_final")
-            n_steps = steps_for_budget(sampler, paid) if paid > 0 else None
-            grid_obj = sampler.default_grid if grid == "default" else GRIDS[grid]()
-            grid_name = f"default: {grid_obj!r}" if grid == "default" else grid
+            sampler = S.get_sampler(key)
+            if role == "reference":
+                n_steps, budget = budget, None
+                grid_obj = S.UniformTime() if sampler.stochastic else sampler.default_grid
+            else:
+                paid = budget - (cell_ending == "denoise_final")
+                n_steps = steps_for_budget(sampler, paid) if paid > 0 else None
+                grid_obj = sampler.default_grid if grid == "default" else GRIDS[grid]()
+            default = grid == "default" or role == "reference"
+            grid_name = f"default: {grid_obj!r}" if default else grid
+            if isinstance(grid_obj, S.UniformTime) and role == "reference":
+                grid_name = "uniform_time"
         label = {
             "role": role,
             "sampler": key,
@@ -259,41 +316,38 @@ def fid_table(
         }
         if n_steps is None:
             continue
-        cell_key = json.dumps(
-            {**label, "n_steps": n_steps, "n": n, "batch_size": batch_size,
-             "context": context or {}},
-            sort_keys=True,
-        )  # fmt: skip
+        keyed = {**label, "n_steps": n_steps, "n": n, "batch_size": batch_size}
+        cell_key = json.dumps({**keyed, "context": context or {}}, sort_keys=True)
+        feature_key = json.dumps({**keyed, "context": sample_context}, sort_keys=True)
         if cell_key in done:
-            rows.append(done[cell_key])
+            rows.append({"family": family, **done[cell_key]})
             log(
                 f"{role} {key} nfe<={budget} seed {cell_seed}: "
                 f"FID {done[cell_key].get('fid', float('nan')):.3f} (from {cache})"
             )
             continue
         try:
-            row = {
-                **label,
-                **fid_cell(
-                    model,
-                    sampler,
-                    grid_obj,
-                    n_steps,
-                    extractor,
-                    reference,
-                    n=n,
-                    batch_size=batch_size,
-                    seed=cell_seed,
-                    device=device,
-                    denoise_final=cell_ending == "denoise_final",
-                    progress=progress,
-                ),
-            }
+            stored = load_features(features, feature_key)
+            if stored is None:
+                if role == "peer":
+                    run = peer_run(key, model.denoiser, n_steps, cell_ending)
+                else:
+                    run = ours(sampler, model.denoiser, grid_obj, n_steps,
+                               cell_ending == "denoise_final")  # fmt: skip
+                stored = cell_features(model, run, extractor, n=n, batch_size=batch_size,
+                                       seed=cell_seed, device=device, progress=progress)  # fmt: skip
+                if features is not None and rank_and_world()[0] == 0:
+                    save_features(features, feature_key, *stored)
+            feats, nfe, seconds = stored
+            row = {**label, "family": family, "nfe": nfe, "n_steps": n_steps,
+                   "fid": fid(FeatureStats.of(feats), reference), "n_samples": n,
+                   "time_s": seconds}  # fmt: skip
         except (FloatingPointError, ValueError) as err:
-            row = {**label, "n_steps": n_steps, "note": f"{type(err).__name__}: {err}"[:200]}
+            row = {**label, "family": family, "n_steps": n_steps,
+                   "note": f"{type(err).__name__}: {err}"[:200]}  # fmt: skip
         rows.append(row)
         if cache is not None and rank_and_world()[0] == 0:
-            _append_cell(cache, cell_key, row)
+            append_cell(cache, cell_key, row)
         if on_row is not None:
             on_row(rows)
         log(
@@ -303,50 +357,30 @@ def fid_table(
     return rows
 
 
-def _append_cell(cache: Path, key: str, row: dict) -> None:
-    """Append one finished cell, on a line of its own even after a torn last line, and fsync it."""
-    with open(cache, "a+b") as f:
-        torn = False
-        if f.seek(0, os.SEEK_END) > 0:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-        f.write((("\n" if torn else "") + json.dumps({"key": key, "row": row}) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _read_cells(cache: Path | None) -> dict[str, dict]:
-    """The finished cells of a JSON-lines cache by key (the last one wins); a torn last line
-    (a run killed while writing it) is skipped."""
-    if cache is None or not Path(cache).exists():
-        return {}
-    done = {}
-    for line in Path(cache).read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        done[entry["key"]] = entry["row"]
-    return done
+def seed_stats(values: Sequence[float]) -> tuple[float, float, int] | None:
+    """Mean, sample standard deviation (0 for one value) and count of a cell's FIDs over seeds."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return mean, var**0.5, len(values)
 
 
 def summary(rows: list[dict]) -> str:
-    """A markdown table of FID by sampler and ending (rows) and NFE budget (columns, with the
-    measured NFE where it is smaller; mean ± standard deviation over seeds where there are
-    several), then the best sampler per budget and the reference runs."""
-    cells = [r for r in rows if r.get("role") == "cell"]
+    """A markdown table of FID by sampler or peer and ending (rows) and NFE budget (columns,
+    with the measured NFE where it is smaller; mean ± standard deviation over seeds where there
+    are several), then the best scoresde sampler and the best peer per budget and the
+    reference runs."""
+    cells = [r for r in rows if r.get("role") in ("cell", "peer")]
     budgets = sorted({r["nfe_budget"] for r in cells})
     groups: dict[tuple, list[dict]] = {}
     for r in cells:
         groups.setdefault((r["sampler"], r.get("ending") or "t_min", r["nfe_budget"]), []).append(r)
+    peers = {r["sampler"] for r in cells if r.get("role") == "peer"}
 
     def stats(rs: list[dict]) -> tuple[float, float, int] | None:
-        values = [r["fid"] for r in rs if r.get("fid") is not None]
-        if not values:
-            return None
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-        return mean, var**0.5, len(values)
+        return seed_stats([r.get("fid") for r in rs])
 
     def show(rs: list[dict] | None) -> str:
         if not rs:
@@ -363,20 +397,24 @@ def summary(rows: list[dict]) -> str:
         "| --- | --- |" + " --- |" * len(budgets),
     ]
     for key, ending in dict.fromkeys((s, e) for s, e, _ in groups):
+        name = f"`{key}` (peer)" if key in peers else f"`{key}`"
         lines.append(
-            f"| `{key}` | {ending} | "
+            f"| {name} | {ending} | "
             + " | ".join(show(groups.get((key, ending, b))) for b in budgets)
             + " |"
         )
-    best = []
-    for b in budgets:
-        scored = [(st[0], k[0]) for k, rs in groups.items() if k[2] == b and (st := stats(rs))]
-        best.append(min(scored, default=None))
-    lines.append(
-        "| **best** | | "
-        + " | ".join("–" if t is None else f"`{t[1]}` {t[0]:.1f}" for t in best)
-        + " |"
-    )
+    for title, mine in (("**best**", True), ("**best peer**", False)):
+        best = []
+        for b in budgets:
+            scored = [(st[0], k[0]) for k, rs in groups.items()
+                      if k[2] == b and (k[0] not in peers) == mine and (st := stats(rs))]  # fmt: skip
+            best.append(min(scored, default=None))
+        if mine or peers:
+            lines.append(
+                f"| {title} | | "
+                + " | ".join("–" if t is None else f"`{t[1]}` {t[0]:.1f}" for t in best)
+                + " |"
+            )
     seeds = sorted({r.get("seed") for r in cells if r.get("seed") is not None})
     if len(seeds) > 1:
         lines.append(f"\nMean ± standard deviation over seeds {seeds}.")
@@ -440,10 +478,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default); t_min: the state at t_min with its residual noise",
     )
     parser.add_argument(
-        "--reference-sampler", help=f"default: the first registered of {REFERENCE_SAMPLERS}"
+        "--peers",
+        nargs="*",
+        default=[],
+        metavar="PEER",
+        help=f"peers run through their own code, one of {sorted(PEERS)} each (default none)",
     )
     parser.add_argument(
-        "--reference-steps", type=int, default=1000, help="0 leaves the reference run out"
+        "--reference-sampler",
+        nargs="+",
+        help="registry keys of the long reference runs, e.g. 'ancestral unipc' for the SDE and "
+        f"the ODE limit (default: the first registered of {REFERENCE_SAMPLERS})",
+    )
+    parser.add_argument(
+        "--reference-steps",
+        nargs="+",
+        type=int,
+        default=[1000],
+        help="steps of each reference sampler, or one count for all (default 1000); 0 leaves a "
+        "reference out",
     )
     parser.add_argument(
         "--ref-n", type=int, default=10000, help="MNIST train images for the reference statistics"
@@ -466,7 +519,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     log = print if rank == 0 else (lambda msg: None)
     samplers = pick_samplers(args.samplers)
-    ref_key = args.reference_sampler or next(k for k in REFERENCE_SAMPLERS if k in S.SAMPLERS)
+    ref_keys = args.reference_sampler or [next(k for k in REFERENCE_SAMPLERS if k in S.SAMPLERS)]
+    unknown = sorted(set(ref_keys) - set(S.SAMPLERS))
+    if unknown:
+        parser.error(f"unknown reference sampler(s) {unknown}; registered: {sorted(S.SAMPLERS)}")
+    if len(args.reference_steps) not in (1, len(ref_keys)):
+        parser.error(f"--reference-steps takes one count or one per reference sampler {ref_keys}")
+    try:
+        peers = check_peers(args.peers)
+    except ValueError as err:
+        parser.error(str(err))
     inception = args.inception or str(Path(args.data_dir) / "fid-inception" / "default_1.pt")
 
     start = time.perf_counter()
@@ -502,15 +564,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         samplers=samplers,
         nfes=args.nfe,
         grid=args.grid,
-        reference_sampler=ref_key,
+        reference_sampler=ref_keys,
         reference_steps=args.reference_steps,
         n=args.n,
         batch_size=args.batch_size,
         seed=args.seeds,
         device=device,
         ending=args.ending,
+        peers=peers,
         log=log,
         cache=folder / "fid_vs_steps.cells.jsonl",
+        features=folder / "fid_cells",
         context=context,
         on_row=write_table if rank == 0 else None,
     )

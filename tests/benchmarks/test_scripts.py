@@ -19,6 +19,7 @@ from benchmarks import fid_vs_steps as F
 from benchmarks import overhead as O
 from benchmarks.common import git_revision, read_tsv, write_env, write_tsv
 from benchmarks.exact_error import steps_for_budget
+from benchmarks.fid_cache import read_cells
 from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
 from scoresde.metrics import FeatureStats, InceptionFeatures
 from scoresde.recommend import (
@@ -402,7 +403,7 @@ def test_fid_table_resumes_from_its_cell_cache(tmp_path):
     assert len(cache.read_text().splitlines()) == len(first) + 1
     F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "b"}, on_row=seen.append, **kw)
     assert len(seen) == len(first)
-    assert len(F._read_cells(cache)) == 2 * len(first)  # none lost after the torn line
+    assert len(read_cells(cache)) == 2 * len(first)  # none lost after the torn line
 
 
 def test_env_file_records_the_revision_the_run_started_from(tmp_path):

@@ -224,31 +224,38 @@ def plot_sw(rows: list[dict], path: Path) -> Path:
 
 
 def plot_fid(rows: list[dict], path: Path) -> Path:
-    """FID vs measured NFE per sampler and ending (mean over seeds, bars from the lowest to the
-    highest seed; dashed: ending at ``t_min``), with the reference runs as horizontal lines."""
+    """FID vs measured NFE per sampler or peer and ending (mean over seeds, bars from the lowest
+    to the highest seed): scoresde solid, peers dashed, ending at ``t_min`` dotted (dash-dot for
+    a peer), with the reference runs as horizontal lines."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     groups: dict[tuple, dict[int, list[float]]] = {}
     for r in rows:
         if r.get("role") != "reference" and _finite(r.get("fid")) and isinstance(r.get("nfe"), int):
-            curve = groups.setdefault((r["sampler"], r.get("ending") or "t_min"), {})
-            curve.setdefault(r["nfe"], []).append(r["fid"])
-    for (key, ending), curve in groups.items():
+            key = (r.get("role") == "peer", r["sampler"], r.get("ending") or "t_min")
+            groups.setdefault(key, {}).setdefault(r["nfe"], []).append(r["fid"])
+    style = {(False, "denoise_final"): "-", (False, "t_min"): ":", (True, "denoise_final"): "--",
+             (True, "t_min"): "-."}  # fmt: skip
+    for (peer, key, ending), curve in groups.items():
         nfes = sorted(curve)
         mean = [sum(curve[n]) / len(curve[n]) for n in nfes]
         low = [m - min(curve[n]) for m, n in zip(mean, nfes, strict=True)]
         high = [max(curve[n]) - m for m, n in zip(mean, nfes, strict=True)]
         label = key if ending == "denoise_final" else f"{key} (ends at t_min)"
         ax.errorbar(
-            nfes, mean, yerr=[low, high], marker="o", ms=3, capsize=2, label=label,
-            ls="--" if ending == "t_min" else "-",
+            nfes, mean, yerr=[low, high], marker="s" if peer else "o", ms=3, capsize=2,
+            label=label, ls=style[(peer, ending)],
         )  # fmt: skip
-    for r in rows:
-        if r.get("role") == "reference" and _finite(r.get("fid")):
-            ax.axhline(r["fid"], color="k", lw=0.8, ls=":", label=f"{r['sampler']} {r['nfe']} NFE")
+    refs = [r for r in rows if r.get("role") == "reference" and _finite(r.get("fid"))]
+    for j, r in enumerate(refs):  # black, then greys: several references stay apart
+        ax.axhline(r["fid"], color=str(0.6 * j / max(len(refs) - 1, 1)), lw=0.9, ls=":",
+                   label=f"reference: {r['sampler']} {r['nfe']} NFE")  # fmt: skip
     _nfe_axis(ax)
     ax.set_yscale("log")
     ax.set_xlabel("NFE")
     ax.set_ylabel("FID (1000 samples)")
+    ax.set_title(
+        "solid: scoresde, dashed: peers (their own code); dotted: ends at t_min", fontsize=8
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()

@@ -10,8 +10,10 @@ on that problem (1.0 = best everywhere). The best diffusers / k-diffusion run on
 is printed next to the ranking, so a peer that wins is shown as winning.
 
 ``--problem mnist_fid`` ranks instead by the FID of a trained MNIST model
-(``benchmarks/fid_vs_steps.py``, ``fid_vs_steps.tsv``); without ``--problem`` that ranking is
-printed after the exact-error one when a FID table exists.
+(``benchmarks/fid_vs_steps.py``, ``fid_vs_steps.tsv``): the mean over seeds of each scoresde
+sampler's best cell, among the cells of one ending (``denoise_final`` by default, ``--ending``),
+with the best peer (diffusers, k-diffusion) on the same budget and ending printed below; without
+``--problem`` that ranking is printed after the exact-error one when a FID table exists.
 
 The committed tables ship inside the package (``scoresde/benchmark_results/``), so the command
 works from any install; in a source checkout the newest of those and of ``benchmarks/results``
@@ -215,18 +217,28 @@ _GRID_CODE = {
 }
 
 
-def usage_lines(sampler: str, grid: str, nfe: int, n_steps: int | None) -> list[str]:
+def usage_lines(
+    sampler: str, grid: str, nfe: int, n_steps: int | None, *, denoise_final: bool = False
+) -> list[str]:
     """A copy-pasteable ``S.sample(...)`` line (``denoiser`` and ``shape`` are the user's) and
-    the matching ``python -m scoresde sample`` command for one ranked (sampler, grid)."""
+    the matching ``python -m scoresde sample`` command for one ranked (sampler, grid); a grid
+    named ``default: ...`` is the sampler's own, which both use when none is given."""
+    default = grid.startswith("default")
     code = _GRID_CODE.get(grid)
     if grid == "optimized":
         code = f"S.Optimized({sampler!r}, denoiser, shape=(16, *shape[1:]))"
     grid_arg, note = (f", grid={code}", "") if code else ("", f"  # on the benchmark's {grid!r}")
+    if default:
+        note = ""
     steps = f", n_steps={n_steps}" if n_steps is not None else ""
+    final = ", denoise_final=True" if denoise_final else ""
     return [
-        f'  x = S.sample("{sampler}", denoiser, shape=shape{grid_arg}{steps}).x{note}',
-        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler} --grid {grid} "
-        f"--nfe {nfe} --out samples.png",
+        f'  x = S.sample("{sampler}", denoiser, shape=shape{grid_arg}{steps}{final}).x{note}',
+        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler}"
+        + ("" if default else f" --grid {grid}")
+        + f" --nfe {nfe}"
+        + (" --denoise-final" if denoise_final else "")
+        + " --out samples.png",
     ]
 
 
@@ -285,42 +297,102 @@ def format_recommendation(result: dict) -> str:
     return "\n".join(lines)
 
 
-def recommend_fid(nfe: int, *, table: str | Path | None = None, top: int = 5) -> dict:
-    """The samplers of a ``fid_vs_steps.tsv`` ranked by FID at budget ``nfe``, as a dict:
-    ``table``, ``nfe``, ``ranking`` (``{sampler, grid, fid, nfe, n_samples}``, each sampler's best
-    cell with measured NFE <= ``nfe``, best first) and ``reference`` (the long reference runs)."""
+FID_ENDINGS = ("denoise_final", "t_min")
+
+
+def _seed_groups(rows: list[dict]) -> list[dict]:
+    """One entry per (sampler, grid, ending, NFE budget): the mean and sample standard deviation
+    of its FID over seeds (0 for one seed), the seed count and its largest measured NFE."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r["sampler"], r["grid"], r["ending"], r.get("nfe_budget") or r["nfe"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (sampler, grid, ending, _), rs in groups.items():
+        values = [r["fid"] for r in rs]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+        widest = max(rs, key=lambda r: r["nfe"])
+        out.append({"sampler": sampler, "grid": grid, "ending": ending, "fid": mean,
+                    "fid_sd": sd, "seeds": len(values), "nfe": int(widest["nfe"]),
+                    "n_steps": _int_or_none(widest.get("n_steps")),
+                    "n_samples": widest.get("n_samples", ""),
+                    "family": widest.get("family") or OURS})  # fmt: skip
+    return out
+
+
+def recommend_fid(
+    nfe: int, *, table: str | Path | None = None, top: int = 5, ending: str | None = None
+) -> dict:
+    """The scoresde samplers of a ``fid_vs_steps.tsv`` ranked by FID at budget ``nfe``, as a dict:
+    ``table``, ``nfe``, ``ending``, ``ranking`` (``{sampler, grid, fid, fid_sd, seeds, nfe,
+    n_steps, n_samples}``: each sampler's best (grid, budget) cell with measured NFE <= ``nfe``,
+    its FID the mean over seeds, best first), ``best_peer`` (the same for the best peer row, or
+    ``None``) and ``reference`` (the long reference runs).
+
+    Only cells with one ending are ranked: ``ending``, by default ``denoise_final`` when the
+    table has it (the model's x0 at the end, the field's convention), else the table's own.
+    Tables written before the ending and seed columns existed end at ``t_min`` and have one
+    seed; they are read as such."""
     _check_int("nfe", nfe, 1)
     _check_int("top", top, 1)
+    if ending is not None and ending not in FID_ENDINGS:
+        raise ValueError(f"ending must be one of {FID_ENDINGS}; got {ending!r}")
     table = latest_table(name="fid_vs_steps.tsv") if table is None else Path(table)
     rows = _read(table, "fid_vs_steps.tsv", {"role", "sampler", "grid", "nfe", "fid"}, "fid")
+    for r in rows:
+        r["ending"] = r.get("ending") or ("denoise_final" if r["role"] == "reference" else "t_min")
     cells = [r for r in rows if r["role"] == "cell"]
+    endings = list(dict.fromkeys(r["ending"] for r in cells))
+    if ending is None:
+        ending = "denoise_final" if "denoise_final" in endings or not endings else endings[0]
+    elif ending not in endings:
+        raise ValueError(f"{str(table)!r} has no cells ending {ending!r}; it has {endings}")
+    cells = [r for r in cells if r["ending"] == ending]
     _check_budget(nfe, cells, table)
-    best: dict[str, dict] = {}
-    for r in cells:
-        if r["nfe"] <= nfe and (r["sampler"] not in best or r["fid"] < best[r["sampler"]]["fid"]):
-            best[r["sampler"]] = r
-    ranking = [
-        {"sampler": r["sampler"], "grid": r["grid"], "fid": r["fid"], "nfe": int(r["nfe"]),
-         "n_steps": _int_or_none(r.get("n_steps")), "n_samples": r.get("n_samples", "")}
-        for r in sorted(best.values(), key=lambda r: (r["fid"], r["sampler"]))
-    ]  # fmt: skip
+
+    def best_per_sampler(rs: list[dict]) -> list[dict]:
+        best: dict[str, dict] = {}
+        for g in _seed_groups([r for r in rs if r["nfe"] <= nfe]):
+            if g["sampler"] not in best or g["fid"] < best[g["sampler"]]["fid"]:
+                best[g["sampler"]] = g
+        return sorted(best.values(), key=lambda g: (g["fid"], g["sampler"]))
+
+    peers = best_per_sampler([r for r in rows if r["role"] == "peer" and r["ending"] == ending])
     reference = [r for r in rows if r["role"] == "reference"]
-    return {"table": table, "nfe": nfe, "ranking": ranking[:top], "reference": reference,
+    return {"table": table, "nfe": nfe, "ending": ending, "ranking": best_per_sampler(cells)[:top],
+            "best_peer": peers[0] if peers else None, "reference": reference,
             "partial": partial_reasons(table)}  # fmt: skip
 
 
+def _fid_text(r: dict) -> str:
+    spread = f" ± {r['fid_sd']:.2f} ({r['seeds']} seeds)" if r["seeds"] > 1 else ""
+    return f"FID={r['fid']:.2f}{spread}"
+
+
 def format_fid_recommendation(result: dict) -> str:
-    """The FID ranking as plain text, with the reference run the budgets are heading to."""
+    """The FID ranking as plain text, with the best peer on the same budget and ending, and the
+    reference runs the budgets are heading to."""
+    ending = result.get("ending", "t_min")
+    how = ("the model's x0 at the last step" if ending == "denoise_final"
+           else "the state at t_min, residual noise left in")  # fmt: skip
     lines = _banner(result.get("partial", [])) + [
         f"Best samplers at <= {result['nfe']} NFE on the trained MNIST model "
-        "(FID, lower is better)",
+        "(FID, lower is better; mean ± sd over seeds)",
+        f"ending: {ending} ({how})",
         f"table: {result['table']}",
         "",
     ]
     for i, r in enumerate(result["ranking"], 1):
         lines.append(
-            f"  {i}. {r['sampler']:<24} grid={r['grid']:<16} FID={r['fid']:.2f}  ({r['nfe']} NFE, "
+            f"  {i}. {r['sampler']:<24} grid={r['grid']:<16} {_fid_text(r)}  ({r['nfe']} NFE, "
             f"{r['n_samples']} samples)"
+        )
+    peer = result.get("best_peer")
+    if peer is not None:
+        lines.append(
+            f"  best peer: {peer['sampler']} (grid={peer['grid']}, {peer['nfe']} NFE) "
+            f"{_fid_text(peer)}"
         )
     for r in result["reference"]:
         lines.append(f"  reference: {r['sampler']} ({int(r['nfe'])} NFE) FID={r['fid']:.2f}")
@@ -332,13 +404,15 @@ def _usage(result: dict) -> str:
         return ""
     top = result["ranking"][0]
     lines = ["", "", f"to sample with the first ({top['sampler']}, grid {top['grid']}):"]
-    return "\n".join(lines + usage_lines(top["sampler"], top["grid"], top["nfe"], top["n_steps"]))
+    final = result.get("ending") == "denoise_final"
+    return "\n".join(lines + usage_lines(top["sampler"], top["grid"], top["nfe"], top["n_steps"],
+                                         denoise_final=final))  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
         if args.problem == FID_PROBLEM:
-            fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top)
+            fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top, ending=args.ending)
             print(format_fid_recommendation(fid) + _usage(fid))
             return 0
         result = recommend(args.nfe, args.problem, table=args.table, top=args.top)
@@ -346,7 +420,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.problem is None:
             try:
                 text += "\n\n" + format_fid_recommendation(
-                    recommend_fid(args.nfe, table=args.fid_table, top=args.top)
+                    recommend_fid(args.nfe, table=args.fid_table, top=args.top, ending=args.ending)
                 )
             except (FileNotFoundError, ValueError):
                 if args.fid_table is not None:
@@ -380,6 +454,12 @@ def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--fid-table",
         help="a fid_vs_steps.tsv (default: the latest shipped or under benchmarks/results)",
+    )
+    p.add_argument(
+        "--ending",
+        choices=FID_ENDINGS,
+        help="FID table: rank the cells with this ending (default denoise_final when the table "
+        "has it)",
     )
     p.add_argument("--top", type=int, default=5, help="how many pairs to print (default 5)")
     p.set_defaults(func=_run)

@@ -233,8 +233,10 @@ def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
         ("y", 16.0),
         ("x", 20.0),
     ]
+    assert res["ending"] == "t_min" and res["best_peer"] is None  # a table without endings
     text = format_fid_recommendation(res)
     assert "1. z" in text and "reference: ancestral (1001 NFE) FID=2.50" in text
+    assert "ending: t_min" in text
     assert latest_table(tmp_path, "fid_vs_steps.tsv") == path
     with pytest.raises(ValueError, match="below the smallest"):
         recommend_fid(4, table=path)
@@ -242,6 +244,67 @@ def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
     not_fid = table(tmp_path / "exact").rename(tmp_path / "fid_vs_steps.tsv")
     with pytest.raises(ValueError, match="is not a table of benchmarks/fid_vs_steps.py"):
         recommend_fid(10, table=not_fid)
+
+
+def seeded_fid_table_file(folder):
+    """Cells at 3 seeds and both endings, a peer, and a failed seed of one cell."""
+    rows = [
+        {"role": role, "family": fam, "sampler": s, "grid": "g", "ending": e, "seed": seed,
+         "nfe_budget": 10, "nfe": nfe, "n_steps": nfe - (e == "denoise_final"),
+         "fid": f + (e == "t_min") * 10 + seed, "n_samples": 1000}
+        for role, fam, s, f, nfe in (("cell", "scoresde", "x", 30.0, 10),
+                                     ("cell", "scoresde", "y", 20.0, 9),
+                                     ("peer", "k-diffusion", "k-diffusion:heun", 25.0, 9))
+        for e in ("denoise_final", "t_min") for seed in (0, 1, 2)
+    ] + [
+        {"role": "cell", "family": "scoresde", "sampler": "x", "grid": "h",
+         "ending": "denoise_final", "seed": 3, "nfe_budget": 10, "n_steps": 9, "note": "failed"},
+    ]  # fmt: skip
+    folder.mkdir(exist_ok=True)
+    return write_tsv(folder / "fid_vs_steps.tsv", rows, F.COLUMNS)
+
+
+def test_recommend_fid_averages_seeds_ranks_one_ending_and_names_the_best_peer(tmp_path):
+    path = seeded_fid_table_file(tmp_path / "2026-01-01_cpu")
+    res = recommend_fid(10, table=path)
+    assert res["ending"] == "denoise_final"  # preferred whenever the table has it
+    assert [(r["sampler"], r["fid"], r["fid_sd"], r["seeds"], r["nfe"]) for r in res["ranking"]] == [
+        ("y", 21.0, 1.0, 3, 9),
+        ("x", 31.0, 1.0, 3, 10),
+    ]  # fmt: skip
+    peer = res["best_peer"]
+    assert (peer["sampler"], peer["fid"], peer["family"]) == (
+        "k-diffusion:heun",
+        26.0,
+        "k-diffusion",
+    )
+    text = format_fid_recommendation(res)
+    assert "ending: denoise_final (the model's x0 at the last step)" in text
+    assert "1. y" in text and "FID=21.00 ± 1.00 (3 seeds)" in text
+    assert "best peer: k-diffusion:heun (grid=g, 9 NFE) FID=26.00 ± 1.00 (3 seeds)" in text
+    t_min = recommend_fid(10, table=path, ending="t_min")
+    assert [(r["sampler"], r["fid"]) for r in t_min["ranking"]] == [("y", 31.0), ("x", 41.0)]
+    assert t_min["best_peer"]["fid"] == 36.0
+    with pytest.raises(ValueError, match="ending must be one of"):
+        recommend_fid(10, table=path, ending="zero")
+    old = fid_table_file(tmp_path / "old")
+    with pytest.raises(ValueError, match="has no cells ending 'denoise_final'"):
+        recommend_fid(10, table=old, ending="denoise_final")
+
+
+def test_recommend_fid_usage_ends_the_way_the_table_was_ranked(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="scoresde")
+    add_recommend_parser(parser.add_subparsers(dest="command"))
+    fid = str(seeded_fid_table_file(tmp_path / "f"))
+    argv = ["recommend", "--nfe", "10", "--problem", "mnist_fid", "--fid-table", fid]
+    assert parser.parse_args(argv).func(parser.parse_args(argv)) == 0
+    *_, code, command = capsys.readouterr().out.splitlines()
+    assert "n_steps=8, denoise_final=True).x" in code
+    assert command.split()[-4:] == ["9", "--denoise-final", "--out", "samples.png"]
+    args = parser.parse_args([*argv, "--ending", "t_min"])
+    assert args.func(args) == 0
+    *_, code, command = capsys.readouterr().out.splitlines()
+    assert "denoise_final" not in code and "--denoise-final" not in command
 
 
 def test_recommend_subcommand_prints_the_fid_ranking(tmp_path, capsys):

@@ -44,6 +44,7 @@ from benchmarks.common import REPO, git_revision, result_dir, write_env, write_t
 from benchmarks.exact_error import GRIDS, steps_for_budget
 from benchmarks.fid_cache import append_cell, load_features, read_cells, save_features
 from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
+from benchmarks.fid_summary import summary
 from scoresde.metrics import (
     PREPROCESSING,
     FeatureStats,
@@ -357,76 +358,18 @@ def fid_table(
     return rows
 
 
-def seed_stats(values: Sequence[float]) -> tuple[float, float, int] | None:
-    """Mean, sample standard deviation (0 for one value) and count of a cell's FIDs over seeds."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-    return mean, var**0.5, len(values)
-
-
-def summary(rows: list[dict]) -> str:
-    """A markdown table of FID by sampler or peer and ending (rows) and NFE budget (columns,
-    with the measured NFE where it is smaller; mean ± standard deviation over seeds where there
-    are several), then the best scoresde sampler and the best peer per budget and the
-    reference runs."""
-    cells = [r for r in rows if r.get("role") in ("cell", "peer")]
-    budgets = sorted({r["nfe_budget"] for r in cells})
-    groups: dict[tuple, list[dict]] = {}
-    for r in cells:
-        groups.setdefault((r["sampler"], r.get("ending") or "t_min", r["nfe_budget"]), []).append(r)
-    peers = {r["sampler"] for r in cells if r.get("role") == "peer"}
-
-    def stats(rs: list[dict]) -> tuple[float, float, int] | None:
-        return seed_stats([r.get("fid") for r in rs])
-
-    def show(rs: list[dict] | None) -> str:
-        if not rs:
-            return "–"
-        st = stats(rs)
-        if st is None:
-            return "failed"
-        nfe = {r.get("nfe") for r in rs} - {None, rs[0]["nfe_budget"]}
-        spread = f" ± {st[1]:.1f}" if st[2] > 1 else ""
-        return f"{st[0]:.1f}{spread}" + (f" ({max(nfe)})" if nfe else "")
-
-    lines = [
-        "| sampler | ending | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
-        "| --- | --- |" + " --- |" * len(budgets),
-    ]
-    for key, ending in dict.fromkeys((s, e) for s, e, _ in groups):
-        name = f"`{key}` (peer)" if key in peers else f"`{key}`"
-        lines.append(
-            f"| {name} | {ending} | "
-            + " | ".join(show(groups.get((key, ending, b))) for b in budgets)
-            + " |"
-        )
-    for title, mine in (("**best**", True), ("**best peer**", False)):
-        best = []
-        for b in budgets:
-            scored = [(st[0], k[0]) for k, rs in groups.items()
-                      if k[2] == b and (k[0] not in peers) == mine and (st := stats(rs))]  # fmt: skip
-            best.append(min(scored, default=None))
-        if mine or peers:
-            lines.append(
-                f"| {title} | | "
-                + " | ".join("–" if t is None else f"`{t[1]}` {t[0]:.1f}" for t in best)
-                + " |"
-            )
-    seeds = sorted({r.get("seed") for r in cells if r.get("seed") is not None})
-    if len(seeds) > 1:
-        lines.append(f"\nMean ± standard deviation over seeds {seeds}.")
-    for r in rows:
-        if r.get("role") == "reference":
-            lines.append(
-                f"\nReference: `{r['sampler']}`, {r['n_steps']} steps on `{r['grid']}` "
-                f"({r.get('nfe')} NFE, ending {r.get('ending') or 'denoise_final'}): FID "
-                + (f"{r['fid']:.1f}" if r.get("fid") is not None else "failed")
-                + f", {r.get('n_samples')} samples."
-            )
-    return "\n".join(lines)
+def folder_rows(cache: Path, context: dict, n: int) -> list[dict]:
+    """Every finished cell of ``cache`` with this ``context`` and ``n``, from any command run
+    into the folder (other samplers, grids, endings, seeds, peers), in the order they ran: the
+    folder's table shows them all."""
+    context = json.loads(json.dumps(context, sort_keys=True))
+    rows = []
+    for key, row in read_cells(cache).items():
+        k = json.loads(key)
+        if k.get("context") == context and k.get("n") == n:
+            peer = row.get("role") == "peer" and row.get("sampler") in PEERS
+            rows.append({"family": PEERS[row["sampler"]].family if peer else "scoresde", **row})
+    return rows
 
 
 def pick_samplers(requested: Sequence[str] | None) -> list[str]:
@@ -548,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def write_table(rows: list[dict]) -> None:
         from benchmarks.plot import plot_fid
 
+        rows = folder_rows(folder / "fid_vs_steps.cells.jsonl", context, args.n) or rows
         write_tsv(folder / "fid_vs_steps.tsv", rows, COLUMNS)
         plot_fid(rows, folder / "fid_vs_steps.png")
         (folder / "fid_vs_steps.md").write_text(summary(rows) + "\n")

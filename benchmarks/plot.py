@@ -224,23 +224,28 @@ def plot_sw(rows: list[dict], path: Path) -> Path:
 
 
 def plot_fid(rows: list[dict], path: Path) -> Path:
-    """FID vs measured NFE per sampler or peer and ending (mean over seeds, bars from the lowest
-    to the highest seed): scoresde solid, peers dashed, ending at ``t_min`` dotted (dash-dot for
-    a peer), with the reference runs as horizontal lines."""
+    """FID vs measured NFE per sampler or peer, grid and ending (mean over seeds, bars from the
+    lowest to the highest seed): scoresde solid, peers dashed, ending at ``t_min`` dotted
+    (dash-dot for a peer), with the reference runs as horizontal lines."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     groups: dict[tuple, dict[int, list[float]]] = {}
     for r in rows:
         if r.get("role") != "reference" and _finite(r.get("fid")) and isinstance(r.get("nfe"), int):
-            key = (r.get("role") == "peer", r["sampler"], r.get("ending") or "t_min")
+            key = (r.get("role") == "peer", r["sampler"], r.get("grid", ""),
+                   r.get("ending") or "t_min")  # fmt: skip
             groups.setdefault(key, {}).setdefault(r["nfe"], []).append(r["fid"])
+    grids: dict[str, set] = {}
+    for _, key, grid, _ in groups:
+        grids.setdefault(key, set()).add(grid)
     style = {(False, "denoise_final"): "-", (False, "t_min"): ":", (True, "denoise_final"): "--",
              (True, "t_min"): "-."}  # fmt: skip
-    for (peer, key, ending), curve in groups.items():
+    for (peer, key, grid, ending), curve in groups.items():
         nfes = sorted(curve)
         mean = [sum(curve[n]) / len(curve[n]) for n in nfes]
         low = [m - min(curve[n]) for m, n in zip(mean, nfes, strict=True)]
         high = [max(curve[n]) - m for m, n in zip(mean, nfes, strict=True)]
-        label = key if ending == "denoise_final" else f"{key} (ends at t_min)"
+        label = f"{key} on {grid}" if len(grids[key]) > 1 else key
+        label += "" if ending == "denoise_final" else " (ends at t_min)"
         ax.errorbar(
             nfes, mean, yerr=[low, high], marker="s" if peer else "o", ms=3, capsize=2,
             label=label, ls=style[(peer, ending)],

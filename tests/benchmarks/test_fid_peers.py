@@ -9,6 +9,7 @@ against other reference statistics reads them instead of sampling.
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,7 +155,7 @@ def test_feature_cache_rescores_against_other_statistics_without_sampling(
         label = {k: row[k] for k in ("role", "sampler", "grid", "ending", "seed", "nfe_budget")}
         key = json.dumps({**label, "n_steps": row["n_steps"], "n": 8, "batch_size": 4,
                           "context": {"ckpt": "a"}}, sort_keys=True)  # fmt: skip
-        with __import__("numpy").load(features_path(folder, key)) as f:
+        with np.load(features_path(folder, key)) as f:
             assert row["fid"] == fid(FeatureStats.of(f["features"]), other)
     with pytest.raises(AssertionError, match="sampled again"):  # new samples: no reuse
         F.fid_table(tiny_model(), extractor, other, context={"ckpt": "b"}, **kw)
@@ -178,16 +179,17 @@ def test_several_references_run_each_on_its_grid(scoring):
 
 def test_summary_and_plot_show_peers_apart(tmp_path):
     rows = [
-        {"role": role, "family": fam, "sampler": s, "ending": "denoise_final", "seed": seed,
+        {"role": role, "family": fam, "sampler": s, "grid": "g", "ending": "denoise_final",
+         "seed": seed,
          "nfe_budget": 10, "nfe": 10, "fid": f + seed}
         for role, fam, s, f in (("cell", "scoresde", "x", 30.0), ("peer", "k-diffusion",
                                 "k-diffusion:heun", 20.0))
         for seed in (0, 1, 2)
     ]  # fmt: skip
     lines = F.summary(rows).splitlines()
-    assert "| `k-diffusion:heun` (peer) | denoise_final | 21.0 ± 1.0 |" in lines
-    assert "| **best** | | `x` 31.0 |" in lines  # peers are not ranked with ours
-    assert "| **best peer** | | `k-diffusion:heun` 21.0 |" in lines
+    assert "| `k-diffusion:heun` (peer) | g | denoise_final | 21.0 ± 1.0 |" in lines
+    assert "| **best** | | | `x` 31.0 |" in lines  # peers are not ranked with ours
+    assert "| **best peer** | | | `k-diffusion:heun` 21.0 |" in lines
     path = plot_fid(rows, tmp_path / "f.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
 
@@ -200,3 +202,43 @@ def test_command_line_lists_the_peers_and_refuses_unknown_ones(capsys):
     with pytest.raises(SystemExit):
         F.main(["--ckpt", "x.pt", "--peers", "diffusers:nope"])
     assert "unknown peer(s) ['diffusers:nope']" in capsys.readouterr().err
+
+
+def _write_idx(path, array, magic):
+    with open(path, "wb") as f:
+        f.write(np.array([magic, *array.shape], dtype=">u4").tobytes() + array.tobytes())
+
+
+def test_commands_into_one_folder_build_one_table_with_every_cell(tmp_path):
+    """The full table is several commands (grids, endings, peers) into one ``--out`` folder:
+    the folder's TSV shows every finished cell of the same checkpoint, statistics and ``n``,
+    and every cell's features are kept under ``fid_cells/``."""
+    from benchmarks.common import read_tsv
+    from scoresde.checkpoint import FORMAT, atomic_save, sde_to_dict, time_input_to_dict
+    from scoresde.models import UNet
+
+    net = UNet(in_channels=1, image_size=8, channels=8, channel_mults=(1, 2),
+               attention_resolutions=(4,), groups=4)  # fmt: skip
+    atomic_save({"format": FORMAT, "model_config": net.config, "ema": net.state_dict(),
+                 "sde": sde_to_dict(S.VPSDE()), "parameterization": "eps",
+                 "time_input": time_input_to_dict(S.ContinuousTime())}, tmp_path / "c.pt")  # fmt: skip
+    mnist = tmp_path / "data" / "mnist"
+    mnist.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    _write_idx(mnist / "train-images-idx3-ubyte", images, 2051)
+    _write_idx(mnist / "train-labels-idx1-ubyte", np.zeros(20, dtype=np.uint8), 2049)
+    common = ["--ckpt", str(tmp_path / "c.pt"), "--data-dir", str(tmp_path / "data"),
+              "--inception", str(write_tiny_feature_net(tmp_path / "tiny.pt")),
+              "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
+              "--n", "6", "--batch-size", "3", "--ref-n", "20", "--nfe", "3",
+              "--reference-steps", "0", "--samplers", "ddim"]  # fmt: skip
+    assert F.main(common) == 0
+    assert F.main([*common, "--ending", "t_min", "--peers", "k-diffusion:dpmpp_2m"]) == 0
+    rows = read_tsv(tmp_path / "out" / "fid_vs_steps.tsv")
+    assert {(r["role"], r["family"], r["sampler"], r["ending"]) for r in rows} == {
+        ("cell", "scoresde", "ddim", "denoise_final"),
+        ("cell", "scoresde", "ddim", "t_min"),
+        ("peer", "k-diffusion", "k-diffusion:dpmpp_2m", "t_min"),
+    }
+    assert len(list((tmp_path / "out" / "fid_cells").glob("*.npz"))) == 3
+    assert "k-diffusion:dpmpp_2m` (peer)" in (tmp_path / "out" / "fid_vs_steps.md").read_text()

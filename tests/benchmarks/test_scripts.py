@@ -398,11 +398,11 @@ def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):
     rows = read_tsv(fid_table_file(folder))
     text = F.summary(rows)
     lines = text.splitlines()
-    assert lines[0] == "| sampler | ending | NFE 5 | NFE 10 | NFE 20 |"
-    assert "| `x` | t_min | 20.0 | 10.0 | 5.0 |" in lines  # rows without an ending: old tables
-    assert "| `z` | t_min | – | 1.0 (9) | – |" in lines  # measured NFE below the budget
-    assert "| `w` | t_min | failed | – | – |" in lines
-    assert "| **best** | | `y` 16.0 | `z` 1.0 | `y` 4.0 |" in lines
+    assert lines[0] == "| sampler | grid | ending | NFE 5 | NFE 10 | NFE 20 |"
+    assert "| `x` | g | t_min | 20.0 | 10.0 | 5.0 |" in lines  # rows without an ending: old tables
+    assert "| `z` | g | t_min | – | 1.0 (9) | – |" in lines  # measured NFE below the budget
+    assert "| `w` | g | t_min | failed | – | – |" in lines
+    assert "| **best** | | | `y` 16.0 | `z` 1.0 | `y` 4.0 |" in lines
     assert "Reference: `ancestral`" in text
     assert "(1001 NFE, ending denoise_final): FID 2.5, 1000 samples." in text
     assert folder / "fid_vs_steps.md" in redraw(folder)
@@ -411,14 +411,15 @@ def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):
 
 def test_fid_summary_gives_mean_and_spread_over_seeds_per_ending():
     rows = [
-        {"role": "cell", "sampler": "x", "ending": e, "seed": seed, "nfe_budget": 10, "nfe": 10,
+        {"role": "cell", "sampler": "x", "grid": "g", "ending": e, "seed": seed, "nfe_budget": 10,
+         "nfe": 10,
          "fid": f + seed}
         for e, f in (("denoise_final", 30.0), ("t_min", 40.0)) for seed in (0, 1, 2)
     ]  # fmt: skip
     lines = F.summary(rows).splitlines()
-    assert "| `x` | denoise_final | 31.0 ± 1.0 |" in lines
-    assert "| `x` | t_min | 41.0 ± 1.0 |" in lines
-    assert "| **best** | | `x` 31.0 |" in lines
+    assert "| `x` | g | denoise_final | 31.0 ± 1.0 |" in lines
+    assert "| `x` | g | t_min | 41.0 ± 1.0 |" in lines
+    assert "| **best** | | | `x` 31.0 |" in lines
     assert "Mean ± standard deviation over seeds [0, 1, 2]." in lines
 
 

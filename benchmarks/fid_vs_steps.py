@@ -1,15 +1,21 @@
-r"""Steps-vs-FID with a trained checkpoint: samplers x NFE budgets, plus a 1000-step reference.
+r"""Steps-vs-FID with a trained checkpoint: samplers and peers x NFE budgets x seeds, plus long
+reference runs.
 
 For every sampler and NFE budget (default {5, 10, 20, 50}), ``--n`` samples (default 1000) are
 drawn through ``scoresde.sample`` from the same prior draws (batch ``b`` is seeded from
 ``(seed, b)``, so every sampler starts from the same ``x_T`` and stochastic samplers get the same
 noise streams), mapped to ``[0, 1]``, and scored by FID against the statistics of the first
-``--ref-n`` MNIST training images (cached as ``.npz`` under ``--cache-dir``). A long run of a
-reference sampler (default 1000 steps of ``ancestral``, else ``euler_maruyama``) gives the FID
-the budgets are heading to; it ends with the model's ``x0`` at ``t_min`` (``denoise_final``, +1
-NFE), as Ho et al.'s Algorithm 2 (no noise on the last step) and score_sde's ``noise_removal``
-do. FID is biased upwards at small ``n`` (about +15 for MNIST at 1000 vs 1000 images); compare
-cells with each other, not with published 50k-sample values.
+``--ref-n`` MNIST training images (cached as ``.npz`` under ``--cache-dir``). Each cell runs at
+every ``--seeds`` seed (the tables give mean ± standard deviation) and ends as ``--ending`` says
+(``denoise_final`` by default: the model's x0 at ``t_min``, its call paid from the budget).
+``--peers`` adds diffusers' schedulers and k-diffusion's samplers run through their own code on
+the same checkpoint, prior draws, ending and NFE count (:mod:`benchmarks.fid_peers`). Long runs of
+``--reference-sampler`` (default 1000 steps of ``ancestral``, else ``euler_maruyama``; several
+may be given, e.g. ``ancestral unipc`` with ``--reference-steps 1000 500`` for the SDE and the
+probability-flow limit) give the FID the budgets are heading to; they end with the model's
+``x0`` at ``t_min`` (+1 NFE), as Ho et al.'s Algorithm 2 (no noise on the last step) and
+score_sde's ``noise_removal`` do. FID is biased upwards at small ``n`` (about +15 for MNIST at
+1000 vs 1000 images); compare cells with each other, not with published 50k-sample values.
 
 Generation and Inception features shard over processes with ``torchrun``:
 
@@ -18,10 +24,14 @@ Generation and Inception features shard over processes with ``torchrun``:
 
 Outputs ``fid_vs_steps.tsv``, ``fid_vs_steps.png``, ``fid_vs_steps.md`` (sampler x NFE table,
 best per budget) and ``env_fid.txt`` in ``benchmarks/results/<date>_<device>/``; the first three
-are rewritten after every cell. Finished cells are
-kept in ``fid_vs_steps.cells.jsonl`` there, keyed by everything that determines them (checkpoint,
-Inception and reference-statistics hashes, sampler, grid, steps, n, batch size, seed), so a run
-that is stopped resumes where it was with the same command.
+are rewritten after every cell and show every cell run into the folder with the same
+checkpoint, reference statistics and ``n`` (so one table is built by several commands: grids,
+endings, sampler families, peers). Finished cells are kept in ``fid_vs_steps.cells.jsonl``
+there, keyed by everything that determines them (checkpoint, Inception and reference-statistics
+hashes, sampler, grid, ending, steps, n, batch size, seed), so a run that is stopped resumes
+where it was with the same command. The generated features of each cell are kept in
+``fid_cells/`` there (:mod:`benchmarks.fid_cache`), so scoring the same cells against other
+reference statistics (another ``--ref-n``) reads them instead of sampling.
 """
 
 from __future__ import annotations
@@ -373,7 +383,9 @@ def folder_rows(cache: Path, context: dict, n: int) -> list[dict]:
 
 
 def pick_samplers(requested: Sequence[str] | None) -> list[str]:
-    if requested:
+    """The requested registry keys (``[]``: none, e.g. a run of peers only), or by default the
+    first ``N_DEFAULT`` registered of ``DEFAULT_SAMPLERS``."""
+    if requested is not None:
         unknown = sorted(set(requested) - set(S.SAMPLERS))
         if unknown:
             raise ValueError(f"unknown sampler(s) {unknown}; registered: {sorted(S.SAMPLERS)}")
@@ -404,8 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nfe", nargs="+", type=int, default=list(NFES))
     parser.add_argument(
         "--samplers",
-        nargs="+",
-        help=f"registry keys (default: the first {N_DEFAULT} registered of {DEFAULT_SAMPLERS})",
+        nargs="*",
+        help=f"registry keys; none after the flag runs no sampler (e.g. peers only) (default: "
+        f"the first {N_DEFAULT} registered of {DEFAULT_SAMPLERS})",
     )
     parser.add_argument(
         "--grid",

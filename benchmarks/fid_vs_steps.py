@@ -411,7 +411,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="FID Inception TorchScript (default <data-dir>/fid-inception/default_1.pt)",
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--n", type=int, default=1000, help="samples per cell (default 1000)")
+    parser.add_argument(
+        "--n",
+        "--n-samples",
+        dest="n",
+        type=int,
+        default=1000,
+        help="samples per cell (default 1000); spell it --n-samples under torchrun, which takes "
+        "--n for an abbreviation of its own options",
+    )
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--nfe", nargs="+", type=int, default=list(NFES))
     parser.add_argument(

@@ -94,9 +94,16 @@ _ENDS_AT_ZERO = {"EulerAncestralDiscreteScheduler"}
 
 
 def check_peers(keys) -> list[str]:
+    """``keys`` as a list, after checking each is a peer whose library is installed."""
+    from benchmarks.peers import diffusers_available, k_diffusion_available
+
     unknown = sorted(set(keys) - set(PEERS))
     if unknown:
         raise ValueError(f"unknown peer(s) {unknown}; expected some of {sorted(PEERS)}")
+    installed = {"diffusers": diffusers_available(), "k-diffusion": k_diffusion_available()}
+    missing = sorted({PEERS[k].family for k in keys} - {f for f, ok in installed.items() if ok})
+    if missing:
+        raise ValueError(f"peers {list(keys)} need {missing} installed")
     return list(keys)
 
 

@@ -408,7 +408,7 @@ def model_config_cases():
 
 def metric_cases():
     from scoresde.metrics.distances import mmd2, sliced_wasserstein
-    from scoresde.metrics.fid import FeatureStats, frechet_distance
+    from scoresde.metrics.fid import FeatureStats, frechet_distance, preprocess
 
     a = "metrics"
     x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
@@ -431,6 +431,32 @@ def metric_cases():
          lambda: sliced_wasserstein(x, x, n_projections=0), "n_projections", "0")  # fmt: skip
     case(a, "mmd2 of one sample", lambda: mmd2(x[:1], x), "x")
     case(a, "mmd2 bandwidth=-1", lambda: mmd2(x, x, bandwidth=-1.0), "bandwidth", "-1")
+    images = torch.rand(2, 1, 28, 28)
+    case(a, "FID images with NaN", lambda: preprocess(images * math.nan), "images", "NaN")
+    case(a, "FID images of shape (2, 28, 28)", lambda: preprocess(images[:, 0]), "images",
+         "(2, 28, 28)")  # fmt: skip
+    case(a, "FID images with 2 channels", lambda: preprocess(images.expand(-1, 2, -1, -1)),
+         "images", "(2, 2, 28, 28)")  # fmt: skip
+    case(a, "FID images in [0, 255] floats", lambda: preprocess(images * 255), "images", "[0, 1]")
+    case(a, "FID images int64", lambda: preprocess(images.long()), "images", "int64")
+
+    from scoresde.losses import dsm_loss
+
+    a = "losses"
+    den = S.Denoiser(lambda x, t: x, VP, "eps")
+    x0 = torch.zeros(4, 2)
+    # NaN data give a NaN loss (visible, not a wrong finite number): counted as correct
+    case(a, "dsm_loss of NaN data", lambda: dsm_loss(den, x0 * math.nan), fine=True,
+         check=lambda v: bool(torch.isnan(v)))  # fmt: skip
+    case(a, "dsm_loss weighting='bogus'", lambda: dsm_loss(den, x0, weighting="bogus"),
+         "weighting", "'bogus'")  # fmt: skip
+    case(a, "dsm_loss x0 a list", lambda: dsm_loss(den, [[0.0, 0.0]]), "x0")
+    case(a, "dsm_loss x0 int64", lambda: dsm_loss(den, x0.long()), "x0")
+    case(a, "dsm_loss t_sampler='bogus'", lambda: dsm_loss(den, x0, t_sampler="bogus"),
+         "t_sampler", "'bogus'")  # fmt: skip
+    case(a, "dsm_loss reduce='max'", lambda: dsm_loss(den, x0, reduce="max"), "reduce", "'max'")
+    case(a, "dsm_loss t of the wrong length", lambda: dsm_loss(den, x0, t=torch.full((3,), 0.5)),
+         "t")  # fmt: skip
 
 
 def file_cases(tmp: Path):

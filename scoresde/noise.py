@@ -349,7 +349,7 @@ def _aux_seed(seed: int) -> int:
 class _PerSampleBrownian(torchsde.BaseBrownian):
     """Independent ``(1, *dims)`` Brownian paths, one per sample, seen as one batch."""
 
-    def __init__(self, paths: list[torchsde.BrownianInterval]):
+    def __init__(self, paths: list[torchsde.BaseBrownian]):
         self._paths = paths
         self._shape = (len(paths), *paths[0].shape[1:])
 

@@ -3,8 +3,9 @@ r"""Per-step cost of the noise sources at an image-sized state.
 Each source is bound to a ``UniformTime`` grid of a VP process and asked for the increment of
 every step in order, as a sampler asks, on a ``(256, 3, 32, 32)`` float32 state with one torch
 thread. Measured: milliseconds per step (best of ``--repeats`` passes over the grid, each with a
-freshly bound source) and the number of state-sized normal draws per step, counted at the
-generator. The sources:
+freshly bound source) and the number of state-sized normal draws per step made inside the
+Brownian paths, counted at their generators (``GaussianNoise`` makes one plain draw per step,
+which is not counted). The sources:
 
 * ``gaussian``: ``GaussianNoise``, one fresh draw per step (the baseline of the ratio);
 * ``brownian``: ``BrownianNoise`` (dyadic tree, ``tol=1e-7``), the same path at any step count;
@@ -147,7 +148,11 @@ def main(argv=None) -> int:
             if r["source"] == name
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: ms per step (ratio to gaussian, state-sized normal draws per step)."]
+    lines += [
+        "",
+        "Cells: ms per step (ratio to gaussian, state-sized normal draws per step inside "
+        "the Brownian paths; gaussian's one plain draw per step is not counted).",
+    ]
     (folder / "noise_cost.md").write_text("\n".join(lines) + "\n")
     write_env(folder, device="cpu", seeds={"seed": 0}, git_sha=sha, name="env_noise_cost.txt",
               extra={"wall_s": f"{time.perf_counter() - start:.0f}"})  # fmt: skip

@@ -154,7 +154,14 @@ def load_denoiser(
     if key not in ckpt:
         raise ValueError(f"checkpoint holds no {key!r} weights (keys: {sorted(ckpt)})")
     net = build_model(ckpt["model_config"])
-    net.load_state_dict(ckpt[key])
+    try:
+        net.load_state_dict(ckpt[key])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        where = "the checkpoint" if isinstance(path_or_ckpt, dict) else repr(str(path_or_ckpt))
+        raise ValueError(
+            f"{where} holds {key!r} weights that do not fit its model_config "
+            f"({first_sentence(err)})"
+        ) from err
     net.eval().requires_grad_(False)
     return Denoiser(
         net,

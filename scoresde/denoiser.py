@@ -19,7 +19,7 @@ from torch import Tensor
 from .corrections import X0Correction
 from .parameterization import Parameterization, derivatives_for, from_x0_eps, to_x0_eps
 from .sde import SDE
-from .utils import as_time, check_bool, check_real, expand_to
+from .utils import as_time, check_bool, check_real, describe, expand_to
 
 __all__ = [
     "Denoiser",
@@ -282,9 +282,9 @@ class Denoiser:
         learned_variance: bool = False,
     ):
         if not callable(net):
-            raise TypeError(f"net must be callable as net(x, t); got {type(net).__name__}")
+            raise TypeError(f"net must be callable as net(x, t); got {describe(net)}")
         if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+            raise TypeError(f"sde must be a scoresde.SDE; got {describe(sde)}")
         self.net = net
         self.sde = sde
         self.parameterization = Parameterization.parse(parameterization)
@@ -334,7 +334,7 @@ class Denoiser:
         if sde is None or sde is own:
             return own
         if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a scoresde.SDE; got {type(sde).__name__}")
+            raise TypeError(f"sde must be a scoresde.SDE; got {describe(sde)}")
         lo, hi = max(sde.t_min, own.t_min), min(sde.T, own.T)
         if lo >= hi:
             raise ValueError(

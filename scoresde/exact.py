@@ -166,6 +166,11 @@ class _ExactNet:
         self.data, self.sde, self.parameterization = data, sde, parameterization
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != tuple(self.data.event_shape):
+            raise ValueError(
+                f"this exact denoiser is for data of shape {tuple(self.data.event_shape)}; got x "
+                f"of shape {tuple(x.shape)}, expected (batch, *{tuple(self.data.event_shape)})"
+            )
         x0 = self.data.x0(x, t, self.sde)
         x64 = x.to(torch.float64)
         alpha = expand_to(self.sde.alpha(t), x64)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .sde import SDE
-from .utils import check_int, check_real
+from .utils import check_int, check_real, describe
 
 __all__ = [
     "TimeGrid",
@@ -29,6 +29,11 @@ __all__ = [
     "GRIDS",
     "grid_from_config",
 ]
+
+
+def _check_sde(sde) -> None:
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a scoresde.SDE; got {describe(sde)}")
 
 
 class TimeGrid:
@@ -56,6 +61,7 @@ class TimeGrid:
         return t_start, t_end
 
     def grid(self, sde: SDE, n_steps: int) -> Tensor:
+        _check_sde(sde)
         n_steps = check_int("n_steps", n_steps, low=1)
         t_start, t_end = self.endpoints(sde)
         ts = self._make(sde, n_steps, t_start, t_end).to(torch.float64)
@@ -172,6 +178,7 @@ class Explicit(TimeGrid):
         self.ts = ts
 
     def grid(self, sde: SDE, n_steps: int | None = None) -> Tensor:
+        _check_sde(sde)
         n = self.ts.numel() - 1
         if n_steps is not None and n_steps != n:
             raise ValueError(
@@ -261,6 +268,7 @@ class DiscreteSpacing(TimeGrid):
         return np.arange(N, 0, -N / m).round().astype(np.int64) - 1
 
     def grid(self, sde: SDE, n_steps: int) -> Tensor:
+        _check_sde(sde)
         n_steps = check_int("n_steps", n_steps, low=1)
         if not (hasattr(sde, "index_to_t") and hasattr(sde, "N")):
             raise ValueError(
@@ -367,6 +375,7 @@ class FlowMatchShift(TimeGrid):
         return sigma
 
     def grid(self, sde: SDE, n_steps: int) -> Tensor:
+        _check_sde(sde)
         n_steps = check_int("n_steps", n_steps, low=1)
         ts = self.sigmas(n_steps + 1)
         if sde.T != 1.0 or float(ts[-1]) < sde.t_min:

@@ -14,6 +14,8 @@ seed, never on the batch size or the other samples.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torchsde
@@ -120,19 +122,31 @@ class BrownianNoise(NoiseSource):
     """Increments of one Brownian path, the same at every step count (for strong-order tests and
     for samples that are reproducible across step budgets).
 
-    Backed by ``torchsde.BrownianInterval`` with ``halfway_tree=True`` (the construction of
-    torchsde's ``BrownianTree``; Kidger et al. 2021, "Efficient and accurate gradients for neural
-    SDEs"), whose values at a time do not depend on which other times were queried. Sampling runs
-    backward, so the path is indexed by ``s = -t`` on ``[-t_start, -t_end]``;
-    :meth:`brownian` exposes it for the torchsde backend. With ``levy_area=True`` the interval also
-    carries the space-time Levy area, which torchsde's strong-order-1.5 ``srk`` method needs; it
-    is part of the path (the same seed gives a different, equally valid path with and without
-    it), so samplers to be compared on one path share one setting. It costs about 60% more per
-    query, hence off by default.
+    The path is a dyadic Brownian tree over the bound interval (Lévy's midpoint construction, as
+    in torchsde's ``BrownianTree`` and diffrax's ``VirtualBrownianTree``): the midpoint of a cell
+    ``[a, b]`` at depth ``l`` is ``W(m) = (W(a) + W(b)) / 2 + sqrt(b - a) / 2 * Z``, with ``Z``
+    drawn from a generator seeded by ``(seed, l, cell)`` alone. A time that is a node of the tree
+    (within 1e-12 of the interval) is read there; any other is bridged inside its leaf cell, of
+    width at most ``tol``, with that leaf's own draw. So the value at a time never depends on which
+    other times were queried, and times at least ``tol`` apart have exactly the joint law of
+    Brownian motion. Sampling runs backward, so the path is indexed by ``s = -t`` on
+    ``[-t_start, -t_end]``; :meth:`brownian` exposes it for the torchsde backend.
+
+    Cost: one normal draw per new tree node. Querying the ``n + 1`` times of a grid in order draws
+    about ``n`` nodes on the levels above ``log2(n)`` and one per query on each level below, down to
+    the time's own depth: about one draw per step when the grid's times are dyadic in the interval
+    (``UniformTime`` with a power-of-two step count, which the strong-order tests use), about
+    ``log2(interval / tol) - log2(n)`` for other times (``docs/benchmarks.md`` has the measured
+    cost). The last query's path, one state-sized tensor per level, is kept for the next one.
+
+    With ``levy_area=True`` the path is ``torchsde.BrownianInterval`` with ``halfway_tree=True``,
+    which also carries the space-time Lévy area that torchsde's strong-order-1.5 ``srk`` method
+    needs; it is a different, equally valid path for the same seed, so samplers to be compared on
+    one path share one setting. It costs about 35 draws per step.
 
     Auxiliary draws (:meth:`extra`) come from a separate CPU generator whose seed is spawned from
-    ``seed`` (``numpy.random.SeedSequence(seed, spawn_key=(0,))``, a key no node of torchsde's
-    tree uses), restarted at every :meth:`bind`, so one seed fixes the whole run.
+    ``seed`` (``numpy.random.SeedSequence(seed, spawn_key=(0,))``), restarted at every
+    :meth:`bind`, so one seed fixes the whole run.
 
     With a list of seeds, one per sample, sample ``i`` has its own path (of shape
     ``(1, *dims)``) and its own auxiliary stream from ``seed[i]``: it is then the same in any
@@ -141,7 +155,8 @@ class BrownianNoise(NoiseSource):
 
     Args:
         seed: entropy of the path (an int >= 0), or a list of them, one per sample.
-        tol: resolution of the halfway tree (queries closer than this may share a node).
+        tol: resolution of the tree, in units of ``t``: the width below which cells are not split
+            (times closer than this may share a leaf's draw).
         levy_area: also sample the space-time Levy area (for torchsde's ``srk``).
     """
 
@@ -161,12 +176,13 @@ class BrownianNoise(NoiseSource):
         self._key = None
         self._aux: list[torch.Generator] | None = None
 
-    def _interval(self, t0, t1, size, like, seed) -> torchsde.BrownianInterval:
-        return torchsde.BrownianInterval(
-            t0=t0, t1=t1, size=size, dtype=like.dtype, device=like.device, entropy=seed,
-            halfway_tree=True, tol=self.tol,
-            levy_area_approximation="space-time" if self.levy_area else "none",
-        )  # fmt: skip
+    def _path(self, t0, t1, size, like, seed) -> torchsde.BaseBrownian:
+        if self.levy_area:
+            return torchsde.BrownianInterval(
+                t0=t0, t1=t1, size=size, dtype=like.dtype, device=like.device, entropy=seed,
+                halfway_tree=True, tol=self.tol, levy_area_approximation="space-time",
+            )  # fmt: skip
+        return _DyadicBrownian(t0, t1, size, like.dtype, like.device, seed, self.tol)
 
     def bind(self, ts, like):
         seeds = self.seed if self.per_sample else [self.seed]
@@ -180,11 +196,9 @@ class BrownianNoise(NoiseSource):
         if key != self._key:
             if self.per_sample:
                 size = (1, *like.shape[1:])
-                self._bm = _PerSampleBrownian(
-                    [self._interval(t0, t1, size, like, s) for s in seeds]
-                )
+                self._bm = _PerSampleBrownian([self._path(t0, t1, size, like, s) for s in seeds])
             else:
-                self._bm = self._interval(t0, t1, tuple(like.shape), like, self.seed)
+                self._bm = self._path(t0, t1, tuple(like.shape), like, self.seed)
             self._key = key
         self._aux = [torch.Generator().manual_seed(_aux_seed(s)) for s in seeds]
 
@@ -215,6 +229,119 @@ class BrownianNoise(NoiseSource):
         return f"BrownianNoise(seed={self.seed}, levy_area={self.levy_area})"
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a bijection of 64-bit ints that scatters nearby inputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+# a time within this fraction of the interval of a tree node is that node
+_HIT = 1e-12
+
+
+class _DyadicBrownian(torchsde.BaseBrownian):
+    """A Brownian path on ``[t0, t1]`` (``BrownianNoise``'s construction without Lévy area).
+
+    Node ``(l, k)`` is the midpoint of cell ``k`` at depth ``l``; its draw comes from a generator
+    seeded by ``_mix64`` of the seed, ``l`` and ``k``. ``_level[l]`` holds ``(k, W(midpoint))`` of
+    the cell at depth ``l`` on the last query's path, so the next query draws only the nodes below
+    the depth where the two paths part."""
+
+    def __init__(self, t0, t1, size, dtype, device, seed, tol):
+        self._t0, self._t1 = float(t0), float(t1)
+        self._h = self._t1 - self._t0
+        self._size, self._dtype, self._device = tuple(size), dtype, torch.device(device)
+        self._seed = _mix64(int(seed))
+        self._depth = min(max(0, math.ceil(math.log2(self._h / tol))), 40) if self._h > 0 else 0
+        self._level: list[tuple[int, Tensor] | None] = [None] * self._depth
+        self._end = self._draw(0, 0, self._h**0.5)  # W(t1) - W(t0)
+        self._last: tuple[float, Tensor] | None = None
+
+    def _draw(self, level: int, k: int, scale: float) -> Tensor:
+        node_seed = _mix64(self._seed ^ _mix64((level << 44) + k)) >> 1
+        g = torch.Generator(self._device).manual_seed(node_seed)
+        z = torch.randn(self._size, generator=g, dtype=self._dtype, device=self._device)
+        return z.mul_(scale)
+
+    def _value(self, s: float) -> Tensor | None:
+        """``W(s) - W(t0)``; ``None`` stands for zero."""
+        u = (s - self._t0) / self._h if self._h > 0 else 0.0
+        if not -_HIT <= u <= 1 + _HIT:
+            raise ValueError(
+                f"Brownian path queried at {s!r}, outside its interval [{self._t0}, {self._t1}]"
+            )
+        if u <= _HIT:
+            return None
+        if u >= 1 - _HIT:
+            return self._end
+        if self._last is not None and self._last[0] == u:
+            return self._last[1]
+        a, b, w_a, w_b = 0.0, 1.0, None, self._end
+        for level in range(self._depth):
+            k = int(a * 2**level)
+            m = 0.5 * (a + b)
+            kept = self._level[level]
+            if kept is not None and kept[0] == k:
+                w_m = kept[1]
+            else:
+                w_m = self._draw(level + 1, k, 0.5 * (self._h * (b - a)) ** 0.5)
+                w_m.add_(w_b if w_a is None else w_a + w_b, alpha=0.5)
+                self._level[level] = (k, w_m)
+            if abs(u - m) <= _HIT:
+                self._last = (u, w_m)
+                return w_m
+            if u < m:
+                b, w_b = m, w_m
+            else:
+                a, w_a = m, w_m
+        # inside a leaf of width <= tol: the Brownian bridge from W(a) to W(b), with the leaf's draw
+        r = (u - a) / (b - a)
+        w = self._draw(
+            self._depth + 1, int(a * 2**self._depth), (self._h * (u - a) * (1 - r)) ** 0.5
+        )
+        w.add_(w_b if w_a is None else torch.lerp(w_a, w_b, r), alpha=1.0 if w_a is not None else r)
+        self._last = (u, w)
+        return w
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        if return_U or return_A:
+            raise ValueError(
+                "this Brownian path carries no Levy area; use BrownianNoise(seed, levy_area=True)"
+            )
+        if tb is None:
+            ta, tb = self._t0, ta
+        w_a, w_b = self._value(float(ta)), self._value(float(tb))
+        if w_b is None:
+            return torch.zeros(self._size, dtype=self._dtype, device=self._device) - (
+                0 if w_a is None else w_a
+            )
+        return w_b.clone() if w_a is None else w_b - w_a
+
+    def __repr__(self):
+        return f"_DyadicBrownian(t0={self._t0}, t1={self._t1}, depth={self._depth})"
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def shape(self):
+        return self._size
+
+    @property
+    def levy_area_approximation(self):
+        return "none"
+
+
 def _aux_seed(seed: int) -> int:
     return int(np.random.SeedSequence(seed, spawn_key=(0,)).generate_state(1, np.uint64)[0])
 
@@ -222,7 +349,7 @@ def _aux_seed(seed: int) -> int:
 class _PerSampleBrownian(torchsde.BaseBrownian):
     """Independent ``(1, *dims)`` Brownian paths, one per sample, seen as one batch."""
 
-    def __init__(self, paths: list[torchsde.BrownianInterval]):
+    def __init__(self, paths: list[torchsde.BaseBrownian]):
         self._paths = paths
         self._shape = (len(paths), *paths[0].shape[1:])
 

@@ -598,9 +598,12 @@ def run_nll(args) -> int:
     from .checkpoint import load, load_denoiser
     from .data import images_to_float, load_images
     from .likelihood import image_nll_bpd, vlb
+    from .utils import check_writable
 
     try:
         _setup_threads(args)
+        # refused before the (long) computation, as sample's --out
+        json_out = None if args.json is None else check_writable("--json", args.json, (".json",))
         ckpt = load(args.ckpt, map_location=args.device)
         if ckpt["model_config"].get("name") != "unet":
             raise ValueError(
@@ -664,6 +667,9 @@ def run_nll(args) -> int:
         f"NLL {res.bpd:.4f} ± {res.stderr:.4f} bits/dim on {res.n} {args.split} images "
         f"({what}, {seconds:.0f}s)"
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as err:
+            return _error(f"--json: cannot write {str(json_out)!r} ({err.strerror})")
     return 0

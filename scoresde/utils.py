@@ -78,6 +78,13 @@ def first_sentence(err: BaseException, limit: int = 100) -> str:
     return text.split(". ")[0][:limit]
 
 
+def describe(value, limit: int = 60) -> str:
+    """``value``'s repr (cut at ``limit`` characters) and its type, for error messages."""
+    text = repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool (True or False); got {value!r}")

@@ -25,6 +25,7 @@ from ..denoiser import ContinuousTime, Denoiser, TrainIndex
 from ..grids import FlowMatchShift
 from ..parameterization import Parameterization
 from ..sde import DiscreteVPSDE, RectifiedFlow
+from ..utils import check_bool, check_int, check_real
 
 __all__ = [  # noqa: F822 (ScoresdeScheduler is imported on first use, below)
     "from_diffusers",
@@ -62,11 +63,42 @@ def _config(scheduler_or_config) -> dict:
     return config
 
 
+_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned",
+                   "learned_range")  # fmt: skip
+_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow_prediction")
+
+
+def _read(config: dict, key: str, default, kind: str, *, optional: bool = False, **limits):
+    """``config[key]`` (``default`` when absent, and when ``None`` for an ``optional`` key), checked
+    as ``kind`` (``"bool"``, ``"int"``, ``"real"`` with ``check_real``'s limits, or ``"choice"``
+    among ``limits["options"]``). The error names the key, the value and what was expected."""
+    value = config.get(key, default)
+    if value is None and optional:
+        return None
+    name = f"the scheduler config's {key}"
+    if kind == "bool":
+        return check_bool(name, value)
+    if kind == "int":
+        return check_int(name, value, **limits)
+    if kind == "real":
+        return check_real(name, value, **limits)
+    options = limits["options"]
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}; got {value!r}")
+    return value
+
+
+def _config_error(keys: str, config: dict, error: Exception) -> ValueError:
+    """A constructor's error on config values, restated with the config keys it came from."""
+    values = ", ".join(f"{k}={config.get(k)!r}" for k in keys.split())
+    return ValueError(f"the scheduler config's {values} is refused: {error}")
+
+
 def is_flow_match(scheduler_or_config) -> bool:
     """Whether the scheduler (or config: by its ``_class_name``, or for a bare ``config`` mapping,
     by flow-matching keys and no betas) is a flow-matching one."""
     config = _config(scheduler_or_config)
-    if config.get("use_flow_sigmas", False):  # DPMSolverMultistep / UniPC in flow mode
+    if _read(config, "use_flow_sigmas", False, "bool"):  # DPMSolverMultistep / UniPC in flow mode
         return True
     if "_class_name" in config:
         return str(config["_class_name"]).startswith("FlowMatch")
@@ -85,20 +117,18 @@ def flow_match_grid(scheduler_or_config, *, mu: float | None = None) -> FlowMatc
     ``time_shift_type``, and ``shift_terminal``. Sample with ``denoise_final=True`` for
     diffusers' last step to ``sigma = 0``."""
     config = _config(scheduler_or_config)
-    bad = [k for k in _UNSUPPORTED_FLOW if config.get(k)]
+    bad = [k for k in _UNSUPPORTED_FLOW if _read(config, k, False, "bool", optional=True)]
     if bad:
         raise ValueError(
             f"flow_match_grid mirrors shift, dynamic shifting and shift_terminal only; the config "
             f"sets {bad} = True, expected False"
         )
-    kind = config.get("time_shift_type", "exponential")
-    if kind not in FlowMatchShift.TIME_SHIFT_TYPES:
-        raise ValueError(
-            f"time_shift_type must be one of {list(FlowMatchShift.TIME_SHIFT_TYPES)}; got {kind!r}"
-        )
-    n = int(config.get("num_train_timesteps", 1000))
-    terminal = config.get("shift_terminal") or None
-    if config.get("use_dynamic_shifting", False):
+    kind = _read(config, "time_shift_type", "exponential", "choice",
+                 options=FlowMatchShift.TIME_SHIFT_TYPES)  # fmt: skip
+    n = _read(config, "num_train_timesteps", 1000, "int", low=1)
+    terminal = _read(config, "shift_terminal", None, "real", optional=True, low=0.0, high=1.0,
+                     low_open=True, high_open=True)  # fmt: skip
+    if _read(config, "use_dynamic_shifting", False, "bool"):
         if mu is None:
             raise ValueError(
                 "mu must be given for a config with use_dynamic_shifting=True (diffusers' "
@@ -108,36 +138,57 @@ def flow_match_grid(scheduler_or_config, *, mu: float | None = None) -> FlowMatc
                               shift_terminal=terminal)  # fmt: skip
     if mu is not None:
         raise ValueError(f"mu is for use_dynamic_shifting=True configs; got mu={mu!r}")
-    shift = float(config.get("shift", 1.0))
+    shift = _read(config, "shift", 1.0, "real", low=0.0, low_open=True)
     return FlowMatchShift(shift, num_train_timesteps=n, shift_terminal=terminal)
 
 
 def discrete_sde_from_config(scheduler_or_config) -> DiscreteVPSDE:
     """The training schedule of a diffusers scheduler config as a :class:`DiscreteVPSDE`."""
     config = _config(scheduler_or_config)
-    zero = bool(config.get("rescale_betas_zero_snr", False))
-    n = int(config.get("num_train_timesteps", 1000))
+    zero = _read(config, "rescale_betas_zero_snr", False, "bool")
+    n = _read(config, "num_train_timesteps", 1000, "int", low=2)
     trained = config.get("trained_betas")
     if trained is not None:
-        betas = torch.as_tensor(trained, dtype=torch.float64)
-        return DiscreteVPSDE(betas, name="trained", rescale_betas_zero_snr=zero)
-    schedule = config.get("beta_schedule")
-    if schedule is None:
+        try:
+            betas = torch.as_tensor(trained, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                "the scheduler config's trained_betas must be a sequence of real numbers in "
+                f"(0, 1), one per train step; got {trained!r}"
+            ) from None
+        try:
+            if "num_train_timesteps" in config and betas.numel() != n:
+                raise ValueError(
+                    f"{betas.numel()} trained betas but num_train_timesteps={n}; expected one "
+                    "beta per train step"
+                )
+            return DiscreteVPSDE(betas, name="trained", rescale_betas_zero_snr=zero)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise _config_error("trained_betas", config, e) from None
+    if config.get("beta_schedule") is None:
         raise ValueError(
-            "the scheduler config has neither trained_betas nor beta_schedule; expected one of "
-            f"{list(_SCHEDULES)} or explicit betas"
+            "the scheduler config has neither trained_betas nor beta_schedule; expected "
+            f"beta_schedule in {list(_SCHEDULES)} or trained_betas (one beta per train step)"
         )
-    if schedule == "linear":
-        return DiscreteVPSDE.linear(n, config.get("beta_start", 1e-4),
-                                    config.get("beta_end", 0.02), rescale_betas_zero_snr=zero)  # fmt: skip
-    if schedule == "scaled_linear":
-        return DiscreteVPSDE.scaled_linear(
-            n, config.get("beta_start", 0.00085), config.get("beta_end", 0.012),
-            rescale_betas_zero_snr=zero,
-        )  # fmt: skip
+    schedule = _read(config, "beta_schedule", None, "choice", options=_SCHEDULES)
     if schedule == "squaredcos_cap_v2":
         return DiscreteVPSDE.cosine(n, rescale_betas_zero_snr=zero)
-    raise ValueError(f"beta_schedule must be one of {list(_SCHEDULES)}; got {schedule!r}")
+    defaults = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012)}[schedule]
+    unit = dict(low=0.0, high=1.0, low_open=True, high_open=True)
+    beta_start = _read(config, "beta_start", defaults[0], "real", **unit)
+    beta_end = _read(config, "beta_end", defaults[1], "real", **unit)
+    if beta_end < beta_start:
+        raise ValueError(
+            f"the scheduler config's beta_end must be >= beta_start ({beta_start!r}); "
+            f"got {beta_end!r}"
+        )
+    make = DiscreteVPSDE.linear if schedule == "linear" else DiscreteVPSDE.scaled_linear
+    try:
+        return make(n, beta_start, beta_end, rescale_betas_zero_snr=zero)
+    except ValueError as e:
+        raise _config_error(
+            "beta_schedule num_train_timesteps beta_start beta_end", config, e
+        ) from None
 
 
 class DiffusersUNet:
@@ -195,7 +246,7 @@ def from_diffusers(
     """
     config = _config(scheduler_or_config)
     if is_flow_match(config):
-        n = int(config.get("num_train_timesteps", 1000))
+        n = _read(config, "num_train_timesteps", 1000, "int", low=1)
         # t_min: below the last sigma of any shift >= 0.01 (diffusers' grids end near shift/N)
         flow = RectifiedFlow(t_min=0.01 / n)
         den = Denoiser(DiffusersUNet(unet), flow, Parameterization.FLOW,
@@ -203,7 +254,9 @@ def from_diffusers(
                        guidance=guidance)  # fmt: skip
         return flow, den
     sde = discrete_sde_from_config(config)
-    parameterization = Parameterization.parse(config.get("prediction_type", "epsilon"))
+    prediction_type = _read(config, "prediction_type", "epsilon", "choice",
+                            options=_PREDICTION_TYPES)  # fmt: skip
+    parameterization = Parameterization.parse(prediction_type)
     if parameterization is Parameterization.FLOW:
         raise ValueError(
             "prediction_type='flow_prediction' means the rectified-flow path, which a beta "
@@ -215,9 +268,10 @@ def from_diffusers(
             f"rescale_betas_zero_snr=True needs prediction_type 'v_prediction' or 'sample': at "
             f"the zero-SNR start the input is pure noise and an epsilon prediction cannot give "
             f"x0 (Lin et al. 2024 train v-prediction for this reason); got prediction_type="
-            f"{config.get('prediction_type', 'epsilon')!r}"
+            f"{prediction_type!r}"
         )
-    variance_type = config.get("variance_type")
+    variance_type = _read(config, "variance_type", None, "choice", optional=True,
+                          options=_VARIANCE_TYPES)  # fmt: skip
     net = DiffusersUNet(unet, learned_variance=variance_type == "learned")
     den = Denoiser(net, sde, parameterization, time_input=TrainIndex(),
                    model_kwargs=model_kwargs, guidance=guidance,
@@ -229,11 +283,12 @@ def from_diffusers(
 def x0_correction_from_config(scheduler_or_config) -> X0Correction | None:
     """The x0 correction a diffusers scheduler config asks for (``None`` if none)."""
     config = _config(scheduler_or_config)
-    if config.get("thresholding", False):
+    if _read(config, "thresholding", False, "bool"):
         return DynamicThreshold(
-            ratio=config.get("dynamic_thresholding_ratio", 0.995),
-            max_value=config.get("sample_max_value", 1.0),
-        )
-    if config.get("clip_sample", False):
-        return ClipX0(config.get("clip_sample_range", 1.0))
+            ratio=_read(config, "dynamic_thresholding_ratio", 0.995, "real", low=0.0, high=1.0,
+                        low_open=True),
+            max_value=_read(config, "sample_max_value", 1.0, "real", low=0.0, low_open=True),
+        )  # fmt: skip
+    if _read(config, "clip_sample", False, "bool"):
+        return ClipX0(_read(config, "clip_sample_range", 1.0, "real", low=0.0, low_open=True))
     return None

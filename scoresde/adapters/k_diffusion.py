@@ -44,7 +44,18 @@ def from_k_diffusion(
             f"denoiser must be callable as denoiser(x, sigma); got {type(denoiser).__name__}"
         )
     if sigmas is not None:
-        s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        try:
+            s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"sigmas must be a sequence of noise levels (numbers >= 0); got {sigmas!r:.80}"
+            ) from None
+        if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
+            bad = s[~torch.isfinite(s) | (s < 0)]
+            raise ValueError(
+                f"sigmas must be finite noise levels >= 0; got {bad.numel()} other values "
+                f"({bad[:3].tolist()}) in {sigmas!r:.80}"
+            )
         s = s[s > 0]
         if s.numel() < 2:
             raise ValueError(f"sigmas must hold at least two positive values; got {sigmas!r}")

@@ -21,7 +21,7 @@ from ..denoiser import Denoiser
 from ..grids import Explicit, TimeGrid
 from ..noise import GaussianNoise, NoiseSource, check_generator
 from ..sde import SDE
-from ..utils import check_bool, check_device, check_int
+from ..utils import check_bool, check_device, check_int, describe
 from .adams import IPNDM, LMS
 from .adaptive_sde import AdaptiveSDE
 from .backends import ScipySampler, TorchdiffeqFixedSampler, TorchdiffeqSampler
@@ -191,7 +191,11 @@ def get_sampler(name: str | Mapping[str, Any], **options) -> Sampler:
     if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; valid names are {sorted(SAMPLERS)}")
     cls = SAMPLERS[name]
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # after self
+    # a sampler without options inherits object.__init__, whose signature is (*args, **kwargs)
+    init = cls.__init__
+    params = (
+        [] if init is object.__init__ else list(inspect.signature(init).parameters.values())[1:]
+    )
     kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     valid = [p.name for p in params if p.kind in kinds]
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
@@ -250,17 +254,16 @@ def sample(
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
     if not isinstance(sampler, Sampler):
-        raise TypeError(
-            f"sampler must be a Sampler or a registry name; got {type(sampler).__name__}"
-        )
+        raise TypeError(f"sampler must be a Sampler or a registry name; got {describe(sampler)}")
     if not isinstance(denoiser, Denoiser):
-        raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
+        raise TypeError(f"denoiser must be a scoresde.Denoiser; got {describe(denoiser)}")
     sde = denoiser.process(sde)
     grid = sampler.default_grid if grid is None else grid
     if not isinstance(grid, TimeGrid):
-        raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {type(grid).__name__}")
+        raise TypeError(f"grid must be a TimeGrid (e.g. UniformTime()); got {describe(grid)}")
     denoise_final = check_bool("denoise_final", denoise_final)
     save_trajectory = check_bool("save_trajectory", save_trajectory)
+    progress = check_bool("progress", progress)
     if device is not None:
         device = check_device("device", device)
     if n_steps is None and not isinstance(grid, Explicit):
@@ -282,7 +285,7 @@ def sample(
     denoiser.check_placement(x)
     noise = GaussianNoise(generator) if noise is None else noise
     if not isinstance(noise, NoiseSource):
-        raise TypeError(f"noise must be a NoiseSource; got {type(noise).__name__}")
+        raise TypeError(f"noise must be a NoiseSource; got {describe(noise)}")
     noise.bind(ts, x)
 
     denoiser.reset_nfe()

@@ -72,7 +72,7 @@ class AdaptiveSDE(Sampler):
 
     **Order** 1 (strong: additive noise, so the Euler–Maruyama/improved-Euler pair is strong
     order 1 at a fixed step; with adaptive steps it is measured against NFE: the strong error
-    falls like ``NFE^-p``, ``p`` = 0.93 / 0.84 / 0.85 on VP / VE / DDPM-linear as ``rel_tol`` goes
+    falls like ``NFE^-p``, ``p`` = 1.00 / 0.78 / 0.85 on VP / VE / DDPM-linear as ``rel_tol`` goes
     from 0.1 to 0.01). **Weak order** 1, declared from the Euler–Maruyama member of the pair and
     not fitted (the error in law is documented against the tolerance in
     ``docs/samplers-stochastic.md``).

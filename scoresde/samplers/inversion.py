@@ -21,7 +21,7 @@ from ..denoiser import Denoiser
 from ..grids import Explicit, TimeGrid, UniformTime
 from ..noise import GaussianNoise
 from ..sde import SDE
-from ..utils import check_int
+from ..utils import check_int, describe
 from .base import Sampler, SampleResult
 
 __all__ = ["invert", "NOT_INVERTIBLE"]
@@ -66,9 +66,7 @@ def invert(
     if isinstance(sampler, str):
         sampler = get_sampler(sampler)
     if not isinstance(sampler, Sampler):
-        raise TypeError(
-            f"sampler must be a Sampler or a registry name; got {type(sampler).__name__}"
-        )
+        raise TypeError(f"sampler must be a Sampler or a registry name; got {describe(sampler)}")
     if sampler.stochastic:
         raise ValueError(
             f"sampler must be deterministic to invert (a stochastic sampler's noise is not a "
@@ -81,7 +79,7 @@ def invert(
             "a DPM-Solver, DEIS, UniPC or a PF-ODE Runge-Kutta solver"
         )
     if not isinstance(denoiser, Denoiser):
-        raise TypeError(f"denoiser must be a scoresde.Denoiser; got {type(denoiser).__name__}")
+        raise TypeError(f"denoiser must be a scoresde.Denoiser; got {describe(denoiser)}")
     sde = denoiser.process(sde)
     ts = _increasing_grid(sde, grid, n_steps)
     if float(sde.alpha(ts[-1])) == 0.0 and not (sampler.zero_snr_start or sampler.name == "ddim"):
@@ -94,6 +92,11 @@ def invert(
         )
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
         raise TypeError(f"x0 must be a floating-point tensor (batch, *dims); got {x0!r:.80}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ValueError(
+            f"x0 holds {int((~torch.isfinite(x0)).sum())} NaN or infinite values; expected "
+            "finite data"
+        )
 
     denoiser.reset_nfe()
     start = time.perf_counter()

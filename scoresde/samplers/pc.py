@@ -137,7 +137,10 @@ class PredictorCorrector(Sampler):
         from . import get_sampler  # the registry imports this module
 
         if isinstance(predictor, (str, Mapping)):
-            predictor = get_sampler(predictor)
+            try:
+                predictor = get_sampler(predictor)
+            except ValueError as err:
+                raise ValueError(f"predictor: {err}") from None
         if not isinstance(predictor, Sampler):
             raise ValueError(
                 "predictor must be a Sampler or a registry name; "

@@ -1,8 +1,8 @@
 """Strong order of reverse-SDE samplers, with the same Brownian path at every resolution.
 
 Each sampler integrates the reverse SDE of the 2-D Gaussian mixture ``gmm_2d`` under a VP SDE on
-a uniform-in-t grid, driven by one ``BrownianNoise`` path (torchsde ``BrownianInterval`` with a
-halfway tree, so every resolution sees the same path). The reference is the same sampler on
+a uniform-in-t grid, driven by one ``BrownianNoise`` path (a dyadic Brownian tree, so every
+resolution sees the same path). The reference is the same sampler on
 2^12 steps of the same path (diffrax's method for SDE convergence tests). Strong error: the mean
 over 128 paths of the Euclidean distance at ``t_min``.
 

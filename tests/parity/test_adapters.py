@@ -76,7 +76,7 @@ def test_learned_variance_models_split_mean_and_variance_channels(variance_type)
 
 def test_wrong_configs_name_what_is_wrong():
     unet = tiny_unet()
-    with pytest.raises(ValueError, match="parameterization must be one of .*got 'mu'"):
+    with pytest.raises(ValueError, match="prediction_type must be one of .*got 'mu'"):
         from_diffusers(unet, {"beta_schedule": "linear", "prediction_type": "mu"})
     with pytest.raises(ValueError, match="flow_prediction' means the rectified-flow path"):
         from_diffusers(unet, {"beta_schedule": "linear", "prediction_type": "flow_prediction"})

@@ -240,3 +240,25 @@ def test_sample_takes_sampler_and_grid_configs_inline_or_from_json_files(tmp_pat
     assert "solver_order" in capsys.readouterr().err
     assert run([*cmd, "--grid", "{not json", "--out", tmp_path / "c.pt"]) == 2
     assert "--grid is not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "json_path, message",
+    [
+        (".", "--json must end in one of ['.json']"),
+        ("folder.json", "--json must be a file; 'folder.json' is a folder"),
+        ("afile/nll.json", "--json: cannot create the folder of 'afile/nll.json'"),
+        ("/proc/no/nll.json", "--json: cannot"),
+        ("nll.txt", "--json must end in one of ['.json']"),
+    ],
+)
+def test_nll_refuses_a_blocked_json_path_before_reading_anything(
+    tmp_path, monkeypatch, capsys, json_path, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").touch()
+    (tmp_path / "folder.json").mkdir()
+    # the checkpoint does not exist: an error about it would mean --json was checked too late
+    assert run(f"nll --ckpt /no/such.pt --json {json_path}") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err

@@ -10,7 +10,7 @@ measured, never inferred.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -176,6 +176,12 @@ class ClassifierFreeGuidance:
         interval: tuple[float, float] | None = None,
     ):
         self.scale = check_real("scale", scale)
+        for name, kwargs in (("cond", cond), ("uncond", uncond)):
+            if not isinstance(kwargs, Mapping):
+                raise TypeError(
+                    f"{name} must be a dict of the network's keyword arguments "
+                    f"(e.g. {{'class_labels': y}}); got {describe(kwargs)}"
+                )
         self.cond, self.uncond = dict(cond), dict(uncond)
         self._both = _concat_kwargs(self.cond, self.uncond)
         self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, low=0.0, high=1.0)
@@ -427,6 +433,10 @@ class Denoiser:
     def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor, Tensor]:
         """One network call: the prediction, the ``alpha``, ``sigma`` it was converted with, and
         the batch times."""
+        if not isinstance(
+            t, Tensor
+        ):  # a number from the user: checked here, tensors stay sync-free
+            check_real("t", t, low=0.0, high=self.sde.T)
         t = self._batch_time(x, t)
         out = self.raw(x, t)
         var_interp = None

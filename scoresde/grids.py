@@ -163,7 +163,12 @@ class Explicit(TimeGrid):
     name = "explicit"
 
     def __init__(self, ts):
-        ts = torch.as_tensor(ts, dtype=torch.float64).flatten().cpu()
+        try:
+            ts = torch.as_tensor(ts, dtype=torch.float64).flatten().cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"ts must be a sequence or tensor of real times; got {describe(ts)}"
+            ) from None
         if ts.numel() < 2:
             raise ValueError(f"ts must hold at least 2 times; got {ts.numel()}")
         if not bool(torch.isfinite(ts).all()):

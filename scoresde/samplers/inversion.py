@@ -91,7 +91,12 @@ def invert(
             "(e.g. grid=UniformTime(t_start=0.999))"
         )
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
-        raise TypeError(f"x0 must be a floating-point tensor (batch, *dims); got {x0!r:.80}")
+        got = (
+            f"a {x0.dtype} tensor of shape {tuple(x0.shape)}"
+            if isinstance(x0, Tensor)
+            else describe(x0)
+        )
+        raise TypeError(f"x0 must be a floating-point tensor (batch, *dims); got {got}")
     if not bool(torch.isfinite(x0).all()):
         raise ValueError(
             f"x0 holds {int((~torch.isfinite(x0)).sum())} NaN or infinite values; expected "

@@ -1,8 +1,10 @@
 """The Denoiser: a network, the SDE it was trained under, and what it predicts.
 
 ``Denoiser(net, sde, parameterization, time_input=...)`` calls ``net(x, time_input(t))`` once per
-:meth:`Denoiser.predict` and converts the output to both ``x0`` and ``eps`` (k-diffusion's
-``external.py`` wrappers and DPM-Solver's ``model_wrapper`` play this role in those libraries).
+:meth:`Denoiser.predict` and converts the output to ``x0`` and ``eps``, each when first read
+(k-diffusion's ``external.py`` wrappers and DPM-Solver's ``model_wrapper`` play this role in
+those libraries). :meth:`Denoiser.times` prepares the times of a whole grid at once, so that a
+sampler's loop evaluates no schedule.
 Every network call is counted in :attr:`Denoiser.nfe`, so the number of function evaluations is
 measured, never inferred.
 """
@@ -122,12 +124,15 @@ class TimePoint:
     a plain ``t``, :meth:`Denoiser.predict` builds one itself and evaluates the schedule only if
     a conversion needs it. Read-only once built (a deep copy is the object itself)."""
 
-    __slots__ = ("t", "t_in", "noise_level", "_sde", "_like", "_alpha", "_sigma", "_d")
+    __slots__ = ("t", "t_in", "noise_level", "_sde", "_like", "_alpha", "_sigma", "_d", "_values")
 
-    def __init__(self, t, t_in, sde, like, *, noise_level=None, alpha=None, sigma=None, d=None):
+    def __init__(
+        self, t, t_in, sde, like, *, noise_level=None, alpha=None, sigma=None, d=None, values=None
+    ):
         self.t, self.t_in, self.noise_level = t, t_in, noise_level
         self._sde, self._like = sde, like
         self._alpha, self._sigma, self._d = alpha, sigma, d
+        self._values = values  # float64 (alpha, sigma, d_alpha, d_sigma) as Python numbers
 
     def _schedule(self, name: str) -> Tensor:
         return expand_to(getattr(self._sde, name)(self.t), self._like)
@@ -152,6 +157,32 @@ class TimePoint:
         if self._d is None:
             self._d = self._schedule("d_alpha"), self._schedule("d_sigma")
         return self._d
+
+    def affine(self, parameterization: Parameterization):
+        """``((x0_x, x0_out), (eps_x, eps_out))``: ``x0`` and ``eps`` as Python-float
+        combinations of the state and the network output (every parameterization is affine in
+        both), from the float64 schedule of a prepared time; ``None`` for a plain time or where
+        a coefficient does not exist (``alpha = 0`` for an eps or score model)."""
+        if self._values is None:
+            return None
+        a, s, da, ds = self._values
+        p = parameterization
+        try:
+            if p is Parameterization.EPS:
+                return (1.0 / a, -s / a), (0.0, 1.0)
+            if p is Parameterization.X0:
+                return (0.0, 1.0), (1.0 / s, -a / s)
+            if p is Parameterization.SCORE:
+                return (1.0 / a, s * s / a), (0.0, -s)
+            if p is Parameterization.V:
+                n = a * a + s * s
+                return (a / n, -s / n), (s / n, a / n)
+            if p is Parameterization.FLOW and da is not None:
+                det = a * ds - s * da
+                return (ds / det, -s / det), (-da / det, a / det)
+        except ZeroDivisionError:
+            pass
+        return None
 
     def __deepcopy__(self, memo):
         return self
@@ -190,6 +221,19 @@ class Prediction:
             else:
                 self._eps = to_eps(self.x0, self._x, tp.alpha, tp.sigma, Parameterization.X0)
         return self._eps
+
+    def combine(self, c_x0: float, c_eps: float, c_x: float = 0.0) -> Tensor:
+        """``c_x x + c_x0 x0 + c_eps eps`` for Python-float weights. At a time prepared by
+        :meth:`Denoiser.times`, without an ``x0_correction``, it is formed directly from the
+        state and the network output (two passes over the state; neither ``x0`` nor ``eps``
+        is materialised); otherwise from ``x0`` and ``eps``."""
+        w = None if self._correction is not None else self._time.affine(self._p)
+        if w is None:
+            out = (self.x0 * c_x0).add_(self.eps, alpha=c_eps)
+            return out if c_x == 0.0 else out.add_(self._x, alpha=c_x)
+        (x0_x, x0_out), (eps_x, eps_out) = w
+        a = c_x + c_x0 * x0_x + c_eps * eps_x
+        return (self._x * a).add_(self._out, alpha=c_x0 * x0_out + c_eps * eps_out)
 
     def __iter__(self):
         return iter((self.x0, self.eps, self.var_interp))
@@ -486,13 +530,17 @@ class Denoiser:
         t_in = self.time_input(self.sde, t).to(self._conditioning_dtype(like))
         t_in = t_in[:, None].expand(-1, batch).contiguous()  # one (batch,) row per time
         level = self._noise_level(t)
-        alpha, sigma = self.sde.alpha(t).to(like.dtype), self.sde.sigma(t).to(like.dtype)
-        flow = self.parameterization is Parameterization.FLOW
-        d = (
-            (self.sde.d_alpha(t).to(like.dtype), self.sde.d_sigma(t).to(like.dtype))
-            if flow
-            else None
-        )
+        names = ["alpha", "sigma"]
+        if self.parameterization is Parameterization.FLOW:
+            names += ["d_alpha", "d_sigma"]
+        # float64 on the state's device (what a plain call computes), cast to the state's dtype,
+        # and as Python numbers from the CPU (no device sync) for Prediction.combine
+        schedule = torch.stack([getattr(self.sde, k)(t) for k in names])
+        on_cpu = schedule if t.device.type == "cpu" else torch.stack(
+            [getattr(self.sde, k)(t.cpu()) for k in names]
+        )  # fmt: skip
+        values = [(*row, None, None)[:4] for row in on_cpu.T.tolist()]
+        schedule = schedule.to(like.dtype)
         return [
             TimePoint(
                 t[k],
@@ -500,9 +548,10 @@ class Denoiser:
                 self.sde,
                 like,
                 noise_level=None if level is None else level[k].expand(batch),
-                alpha=alpha[k],
-                sigma=sigma[k],
-                d=None if d is None else (d[0][k], d[1][k]),
+                alpha=schedule[0, k],
+                sigma=schedule[1, k],
+                d=(schedule[2, k], schedule[3, k]) if len(names) == 4 else None,
+                values=values[k],
             )  # fmt: skip
             for k in range(t.shape[0])
         ]

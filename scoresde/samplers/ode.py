@@ -29,8 +29,7 @@ def _drift_coefficients(sde, t):
 
 
 def _velocity(denoiser, x, t, d_alpha, d_sigma):
-    pred = denoiser.predict(x, t)
-    return (pred.x0 * d_alpha).add_(pred.eps, alpha=d_sigma)
+    return denoiser.predict(x, t).combine(d_alpha, d_sigma)
 
 
 class PFEuler(Sampler):
@@ -62,7 +61,9 @@ class PFEuler(Sampler):
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         t, h, d_alpha, d_sigma = state
-        return torch.add(x, _velocity(denoiser, x, t[i], d_alpha[i], d_sigma[i]), alpha=h[i]), state
+        # x + h (alpha' x0 + sigma' eps), in one combination of the state and the output
+        pred = denoiser.predict(x, t[i])
+        return pred.combine(h[i] * d_alpha[i], h[i] * d_sigma[i], c_x=1.0), state
 
 
 class PFHeun(Sampler):

@@ -17,8 +17,9 @@ discrete eps models (input scaling, sigma-to-train-step interpolation, ``x - sig
 a user of a DDPM eps-network runs. Each peer row gives "scoresde / peer" for the same network
 output: ours on a zero x0-network against k-diffusion's free denoiser, ours on the zero
 eps-network against the others. The implementations of one method
-are timed in turns, ``--repeats`` rounds after one warm-up, and each keeps its fastest run (the
-machine may be shared: the minimum is the run least disturbed). Our samplers run through the
+are timed in turns, ``--repeats`` rounds after one warm-up; each reports the median of its
+rounds, and each ratio is the median over rounds of the ratio within the round (the machine may
+be shared: a load that lasts a round weighs on both sides of that round's ratio). Our samplers run through the
 public ``scoresde.sample`` with ``progress=False``; k-diffusion with ``disable=True``. Every
 state shape of ``--shapes`` is timed in the same run.
 
@@ -62,6 +63,7 @@ COLUMNS = [
     "batch",
     "shape",
     "time_per_nfe_s",
+    "fastest_per_nfe_s",
     "fraction_of_model_forward",
     "ratio_vs_scoresde",
     "scoresde_vs_peer",
@@ -97,16 +99,17 @@ def _timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> flo
     return min(_timed_once(fn, device) for _ in range(repeats))
 
 
-def _interleaved(fns: Sequence[Callable[[], object]], repeats: int, device) -> list[float]:
-    """The fastest of ``repeats`` timings of each function, taken in turns (one of each per
-    round), so a load that comes and goes on a shared machine weighs on all of them alike."""
+def _interleaved(fns: Sequence[Callable[[], object]], repeats: int, device) -> list[list[float]]:
+    """``repeats`` timings of each function (one list per function), taken in turns (one of
+    each per round), so a load that comes and goes on a shared machine weighs on all of them
+    alike and each round gives a paired comparison."""
     for fn in fns:
         _timed_once(fn, device)  # warm-up
-    best = [float("inf")] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
-            best[k] = min(best[k], _timed_once(fn, device))
-    return best
+            times[k].append(_timed_once(fn, device))
+    return times
 
 
 def measure(
@@ -121,7 +124,8 @@ def measure(
 ) -> tuple[list[dict], float, str]:
     """Rows of overhead per network call for each method and implementation, the model's forward
     time and its description. Each implementation gets the most steps that fit ``nfe`` calls;
-    the implementations of one method are timed in turns, and each keeps its fastest run."""
+    the implementations of one method are timed in turns, ``repeats`` rounds; each time is the
+    median of its rounds, and each ratio the median of the rounds' paired ratios."""
     device = torch.device(device)
     shape = tuple(shape)
     sde = S.DiscreteVPSDE.linear()
@@ -147,10 +151,11 @@ def measure(
             "model": model_desc,
         }
         times = _interleaved([r[-1] for r in runs], repeats, device)
-        per = {r[0]: t / r[3] for r, t in zip(runs, times, strict=True)}
+        rounds = {r[0]: torch.tensor(t) / r[3] for r, t in zip(runs, times, strict=True)}
+        per = {k: float(v.median()) for k, v in rounds.items()}
         same_model = {"k-diffusion": "scoresde (x0 network)"}  # the others consume eps
         for impl, name, steps, calls, _ in runs:
-            ours = per[same_model.get(impl, "scoresde")]
+            ours = rounds[same_model.get(impl, "scoresde")]
             peer = not impl.startswith("scoresde")
             rows.append(
                 {
@@ -160,9 +165,11 @@ def measure(
                     "n_steps": steps,
                     "nfe": calls,
                     "time_per_nfe_s": per[impl],
+                    "fastest_per_nfe_s": float(rounds[impl].min()),
                     "fraction_of_model_forward": per[impl] / forward_s,
                     "ratio_vs_scoresde": per[impl] / per["scoresde"],
-                    "scoresde_vs_peer": ours / per[impl] if peer else None,
+                    # the median of the rounds' paired ratios
+                    "scoresde_vs_peer": float((ours / rounds[impl]).median()) if peer else None,
                 }
             )
     return rows, forward_s, model_desc
@@ -333,16 +340,17 @@ def summary(rows: list[dict], forward_s: float, model_desc: str) -> str:
         f"model forward ({model_desc}), batch {rows[0]['batch'] if rows else '?'}: "
         f"{forward_s * 1e3:.2f} ms",
         "",
-        "| method | implementation | sampler | steps | NFE | per NFE (ms) | / model forward "
-        "| / scoresde | scoresde / peer, same network output |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | implementation | sampler | steps | NFE | per NFE (ms), median | fastest "
+        "| / model forward | / scoresde | scoresde / peer, same network output |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         vs_peer = r.get("scoresde_vs_peer")
         lines.append(
             f"| {r['method']} | {r['implementation']} | `{r['sampler']}` | {r['n_steps']} "
             f"| {r['nfe']} | "
-            f"{r['time_per_nfe_s'] * 1e3:.3f} | {r['fraction_of_model_forward']:.4f} | "
+            f"{r['time_per_nfe_s'] * 1e3:.3f} | {r['fastest_per_nfe_s'] * 1e3:.3f} | "
+            f"{r['fraction_of_model_forward']:.4f} | "
             f"{r['ratio_vs_scoresde']:.2f} | {'' if vs_peer is None else f'**{vs_peer:.2f}**'} |"
         )
     return "\n".join(lines)
@@ -361,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="states (batch x dims), each timed in the same run",
     )
     parser.add_argument("--nfe", type=int, default=50, help="network calls per run (default 50)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=25, help="rounds (default 25)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
     parser.add_argument(

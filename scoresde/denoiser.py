@@ -523,7 +523,8 @@ class Denoiser:
         """One :class:`TimePoint` per entry of the 1-d grid ``ts``, for states shaped like
         ``like``: the conditioning and the schedule evaluated once for the whole grid (the
         values a call at each time would compute), so that no step evaluates them."""
-        t = as_time(ts).to(like.device)
+        t_host = as_time(ts)
+        t = t_host.to(like.device)
         if t.ndim != 1:
             raise ValueError(f"ts must be a 1-d grid of times; got shape {tuple(t.shape)}")
         batch = like.shape[0]
@@ -536,9 +537,11 @@ class Denoiser:
         # float64 on the state's device (what a plain call computes), cast to the state's dtype,
         # and as Python numbers from the CPU (no device sync) for Prediction.combine
         schedule = torch.stack([getattr(self.sde, k)(t) for k in names])
-        on_cpu = schedule if t.device.type == "cpu" else torch.stack(
-            [getattr(self.sde, k)(t.cpu()) for k in names]
-        )  # fmt: skip
+        if t.device.type != "cpu":
+            t_host = t_host.cpu()  # a no-op for a grid made on the CPU, as every TimeGrid's is
+            on_cpu = torch.stack([getattr(self.sde, k)(t_host) for k in names])
+        else:
+            on_cpu = schedule
         values = [(*row, None, None)[:4] for row in on_cpu.T.tolist()]
         schedule = schedule.to(like.dtype)
         return [
@@ -552,7 +555,7 @@ class Denoiser:
                 sigma=schedule[1, k],
                 d=(schedule[2, k], schedule[3, k]) if len(names) == 4 else None,
                 values=values[k],
-            )  # fmt: skip
+            )
             for k in range(t.shape[0])
         ]
 

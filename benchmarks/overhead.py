@@ -17,8 +17,9 @@ discrete eps models (input scaling, sigma-to-train-step interpolation, ``x - sig
 a user of a DDPM eps-network runs. Each peer row gives "scoresde / peer" for the same network
 output: ours on a zero x0-network against k-diffusion's free denoiser, ours on the zero
 eps-network against the others. The implementations of one method
-are timed in turns, ``--repeats`` rounds after one warm-up, and each keeps its fastest run (the
-machine may be shared: the minimum is the run least disturbed). Our samplers run through the
+are timed in turns, ``--repeats`` rounds after one warm-up; each reports the median of its
+rounds, and each ratio is the median over rounds of the ratio within the round (the machine may
+be shared: a load that lasts a round weighs on both sides of that round's ratio). Our samplers run through the
 public ``scoresde.sample`` with ``progress=False``; k-diffusion with ``disable=True``. Every
 state shape of ``--shapes`` is timed in the same run.
 
@@ -62,6 +63,7 @@ COLUMNS = [
     "batch",
     "shape",
     "time_per_nfe_s",
+    "fastest_per_nfe_s",
     "fraction_of_model_forward",
     "ratio_vs_scoresde",
     "scoresde_vs_peer",
@@ -97,16 +99,17 @@ def _timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> flo
     return min(_timed_once(fn, device) for _ in range(repeats))
 
 
-def _interleaved(fns: Sequence[Callable[[], object]], repeats: int, device) -> list[float]:
-    """The fastest of ``repeats`` timings of each function, taken in turns (one of each per
-    round), so a load that comes and goes on a shared machine weighs on all of them alike."""
+def _interleaved(fns: Sequence[Callable[[], object]], repeats: int, device) -> list[list[float]]:
+    """``repeats`` timings of each function (one list per function), taken in turns (one of
+    each per round), so a load that comes and goes on a shared machine weighs on all of them
+    alike and each round gives a paired comparison."""
     for fn in fns:
         _timed_once(fn, device)  # warm-up
-    best = [float("inf")] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
-            best[k] = min(best[k], _timed_once(fn, device))
-    return best
+            times[k].append(_timed_once(fn, device))
+    return times
 
 
 def measure(
@@ -121,9 +124,8 @@ def measure(
 ) -> tuple[list[dict], float, str]:
     """Rows of overhead per network call for each method and implementation, the model's forward
     time and its description. Each implementation gets the most steps that fit ``nfe`` calls;
-    the implementations of one method are timed in turns, and each keeps its fastest run."""
-    from benchmarks.exact_error import steps_for_budget
-
+    the implementations of one method are timed in turns, ``repeats`` rounds; each time is the
+    median of its rounds, and each ratio the median of the rounds' paired ratios."""
     device = torch.device(device)
     shape = tuple(shape)
     sde = S.DiscreteVPSDE.linear()
@@ -136,60 +138,24 @@ def measure(
     with torch.inference_mode():
         forward_s = _timeit(lambda: net(x_T, t_in), min(repeats, 3), device)
 
-    zero_denoiser = S.Denoiser(lambda x, t: zeros, sde, "eps")
-    x0_denoiser = S.Denoiser(lambda x, t: zeros, sde, "x0")
     rows = []
     for label in METHODS if methods is None else methods:
-        key, dname, kname, same = METHODS[label]
-        if key not in S.SAMPLERS:
+        runs = _runs(label, sde, x_T, zeros, nfe, device, peers_enabled, gen)
+        if not runs:
             continue
         base = {
             "method": label,
-            "same_method": same,
+            "same_method": METHODS[label][3],
             "batch": batch,
             "shape": "x".join(map(str, shape)),
             "model": model_desc,
         }
-        sampler = S.get_sampler(key)
-        n = steps_for_budget(sampler, nfe)
-        if n is None:  # adaptive, or more calls per step than the budget
-            continue
-        runs = [
-            (
-                "scoresde",
-                key,
-                n,
-                sampler.nfe(n),
-                lambda s=sampler, n=n: S.sample(
-                    s, zero_denoiser, x_T=x_T, n_steps=n, progress=False, generator=gen
-                ),
-            )
-        ]
-        if peers_enabled and dname is not None and peers.diffusers_available():
-            runs.append(("diffusers", dname, *_diffusers_loop(dname, sde, x_T, zeros, nfe, device)))
-        if peers_enabled and kname is not None and peers.k_diffusion_available():
-            # k-diffusion's samplers take an x0-denoiser: with a free one they are compared with
-            # ours on a zero x0-network (no conversion either side), through its eps wrapper
-            # with ours on the zero eps-network
-            runs.append(
-                (
-                    "scoresde (x0 network)",
-                    key,
-                    n,
-                    sampler.nfe(n),
-                    lambda s=sampler, n=n: S.sample(
-                        s, x0_denoiser, x_T=x_T, n_steps=n, progress=False, generator=gen
-                    ),
-                )
-            )
-            for impl, eps_model in (("k-diffusion", False), ("k-diffusion (eps wrapper)", True)):
-                loop = _k_diffusion_loop(kname, sde, x_T, zeros, nfe, device, eps_model=eps_model)
-                runs.append((impl, kname, *loop))
         times = _interleaved([r[-1] for r in runs], repeats, device)
-        per = {r[0]: t / r[3] for r, t in zip(runs, times, strict=True)}
+        rounds = {r[0]: torch.tensor(t) / r[3] for r, t in zip(runs, times, strict=True)}
+        per = {k: float(v.median()) for k, v in rounds.items()}
         same_model = {"k-diffusion": "scoresde (x0 network)"}  # the others consume eps
         for impl, name, steps, calls, _ in runs:
-            ours = per[same_model.get(impl, "scoresde")]
+            ours = rounds[same_model.get(impl, "scoresde")]
             peer = not impl.startswith("scoresde")
             rows.append(
                 {
@@ -199,12 +165,110 @@ def measure(
                     "n_steps": steps,
                     "nfe": calls,
                     "time_per_nfe_s": per[impl],
+                    "fastest_per_nfe_s": float(rounds[impl].min()),
                     "fraction_of_model_forward": per[impl] / forward_s,
                     "ratio_vs_scoresde": per[impl] / per["scoresde"],
-                    "scoresde_vs_peer": ours / per[impl] if peer else None,
+                    # the median of the rounds' paired ratios
+                    "scoresde_vs_peer": float((ours / rounds[impl]).median()) if peer else None,
                 }
             )
     return rows, forward_s, model_desc
+
+
+def _runs(label, sde, x_T, zeros, nfe, device, peers_enabled, gen) -> list[tuple]:
+    """``(implementation, sampler, steps, network calls, run)`` of each implementation of
+    ``label`` on the zero networks (empty if scoresde lacks the sampler or the budget is too
+    small for it)."""
+    from benchmarks.exact_error import steps_for_budget
+
+    key, dname, kname, _ = METHODS[label]
+    if key not in S.SAMPLERS:
+        return []
+    sampler = S.get_sampler(key)
+    n = steps_for_budget(sampler, nfe)
+    if n is None:  # adaptive, or more calls per step than the budget
+        return []
+
+    def ours(parameterization):
+        den = S.Denoiser(lambda x, t: zeros, sde, parameterization)
+        return lambda: S.sample(sampler, den, x_T=x_T, n_steps=n, progress=False, generator=gen)
+
+    runs = [("scoresde", key, n, sampler.nfe(n), ours("eps"))]
+    if peers_enabled and dname is not None and peers.diffusers_available():
+        runs.append(("diffusers", dname, *_diffusers_loop(dname, sde, x_T, zeros, nfe, device)))
+    if peers_enabled and kname is not None and peers.k_diffusion_available():
+        # k-diffusion's samplers take an x0-denoiser: with a free one they are compared with
+        # ours on a zero x0-network (no conversion either side), through its eps wrapper
+        # with ours on the zero eps-network
+        runs.append(("scoresde (x0 network)", key, n, sampler.nfe(n), ours("x0")))
+        for impl, eps_model in (("k-diffusion", False), ("k-diffusion (eps wrapper)", True)):
+            loop = _k_diffusion_loop(kname, sde, x_T, zeros, nfe, device, eps_model=eps_model)
+            runs.append((impl, kname, *loop))
+    return runs
+
+
+# elementwise arithmetic and reductions: each one a pass over its state-sized input
+_STATE_OPS = {
+    f"aten::{k}"
+    for k in (
+        "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "addcmul", "lerp",
+        "sum", "isfinite", "all", "copy_", "clamp", "randn_like", "normal_", "pow", "sqrt",
+    )
+}  # fmt: skip
+
+
+def profile(
+    *, batch: int = 64, shape: Sequence[int] = (1, 28, 28), nfe: int = 50, methods=None
+) -> str:
+    """Per network call, what each implementation's loop executes (CPU): the tensor operators
+    dispatched (``torch.profiler``, every ``aten::`` call, nested ones included: a fused
+    operator counts its parts), how many of them are arithmetic passes over a state-sized
+    tensor (the ones that cost memory bandwidth), the Python function calls (``cProfile``), and the most frequent
+    operators. Counts, not times: they do not depend on the load of the machine. A markdown
+    table."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    sde = S.DiscreteVPSDE.linear()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x_T = torch.randn((batch, *shape), generator=gen)
+    zeros = torch.zeros_like(x_T)
+    lines = [
+        f"state {batch}x{'x'.join(map(str, shape))}, {nfe} NFE, zero networks",
+        "",
+        "| method | implementation | sampler | state-sized arithmetic / NFE | tensor ops / NFE "
+        "| Python calls / NFE | most frequent ops / NFE |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label in METHODS if methods is None else methods:
+        for impl, name, _, calls, fn in _runs(label, sde, x_T, zeros, nfe, "cpu", True, gen):
+            with torch.inference_mode():
+                fn()  # warm-up
+                with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                    fn()
+                ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+                by_shape = prof.key_averages(group_by_input_shape=True)
+                state_ops = sum(
+                    e.count
+                    for e in by_shape
+                    if e.key in _STATE_OPS and list(x_T.shape) in (e.input_shapes or [])
+                )
+                pr = cProfile.Profile()
+                pr.enable()
+                fn()
+                pr.disable()
+            py_calls = sum(v[1] for v in pstats.Stats(pr).stats.values())
+            top = sorted(ops, key=lambda e: -e.count)[:6]
+            lines.append(
+                f"| {label} | {impl} | `{name}` | {state_ops / calls:.1f} "
+                f"| {sum(e.count for e in ops) / calls:.1f} | {py_calls / calls:.0f} | "
+                + ", ".join(f"{e.key[6:]} {e.count / calls:.1f}" for e in top)
+                + " |"
+            )
+    return "\n".join(lines)
 
 
 def _diffusers_loop(method, sde, x_T, zeros, nfe, device):
@@ -276,16 +340,17 @@ def summary(rows: list[dict], forward_s: float, model_desc: str) -> str:
         f"model forward ({model_desc}), batch {rows[0]['batch'] if rows else '?'}: "
         f"{forward_s * 1e3:.2f} ms",
         "",
-        "| method | implementation | sampler | steps | NFE | per NFE (ms) | / model forward "
-        "| / scoresde | scoresde / peer, same network output |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | implementation | sampler | steps | NFE | per NFE (ms), median | fastest "
+        "| / model forward | / scoresde | scoresde / peer, same network output |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         vs_peer = r.get("scoresde_vs_peer")
         lines.append(
             f"| {r['method']} | {r['implementation']} | `{r['sampler']}` | {r['n_steps']} "
             f"| {r['nfe']} | "
-            f"{r['time_per_nfe_s'] * 1e3:.3f} | {r['fraction_of_model_forward']:.4f} | "
+            f"{r['time_per_nfe_s'] * 1e3:.3f} | {r['fastest_per_nfe_s'] * 1e3:.3f} | "
+            f"{r['fraction_of_model_forward']:.4f} | "
             f"{r['ratio_vs_scoresde']:.2f} | {'' if vs_peer is None else f'**{vs_peer:.2f}**'} |"
         )
     return "\n".join(lines)
@@ -304,12 +369,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="states (batch x dims), each timed in the same run",
     )
     parser.add_argument("--nfe", type=int, default=50, help="network calls per run (default 50)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=25, help="rounds (default 25)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing, count the tensor ops and Python calls per NFE of every "
+        "implementation (CPU) and write overhead_profile.md",
+    )
     args = parser.parse_args(argv)
     if torch.device(args.device).type == "cpu":
         torch.set_num_threads(1)
+    if args.profile:
+        texts = []
+        for spec in args.shapes:
+            batch, *dims = (int(v) for v in spec.split("x"))
+            texts.append(profile(batch=batch, shape=dims, nfe=args.nfe))
+        text = "\n\n".join(texts)
+        folder = result_dir("cpu", out=args.out)
+        (folder / "overhead_profile.md").write_text(
+            f"# overhead profile ({folder.name}, {revision})\n\n{text}\n"
+        )
+        print(text)
+        return 0
     start = time.perf_counter()
     rows, texts, forwards = [], [], {}
     for spec in args.shapes:

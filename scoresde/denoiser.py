@@ -1,8 +1,10 @@
 """The Denoiser: a network, the SDE it was trained under, and what it predicts.
 
 ``Denoiser(net, sde, parameterization, time_input=...)`` calls ``net(x, time_input(t))`` once per
-:meth:`Denoiser.predict` and converts the output to both ``x0`` and ``eps`` (k-diffusion's
-``external.py`` wrappers and DPM-Solver's ``model_wrapper`` play this role in those libraries).
+:meth:`Denoiser.predict` and converts the output to ``x0`` and ``eps``, each when first read
+(k-diffusion's ``external.py`` wrappers and DPM-Solver's ``model_wrapper`` play this role in
+those libraries). :meth:`Denoiser.times` prepares the times of a whole grid at once, so that a
+sampler's loop evaluates no schedule.
 Every network call is counted in :attr:`Denoiser.nfe`, so the number of function evaluations is
 measured, never inferred.
 """
@@ -11,13 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .corrections import X0Correction
-from .parameterization import Parameterization, derivatives_for, from_x0_eps, to_x0_eps
+from .parameterization import Parameterization, from_x0_eps, to_eps, to_x0
 from .sde import SDE
 from .utils import as_time, check_bool, check_real, describe, expand_to
 
@@ -25,6 +26,7 @@ __all__ = [
     "Denoiser",
     "ClassifierFreeGuidance",
     "Prediction",
+    "TimePoint",
     "TimeInput",
     "ContinuousTime",
     "TrainIndex",
@@ -112,13 +114,129 @@ class LogSigmaInput(TimeInput):
 # -------------------------------------------------------------------------------------------
 
 
-class Prediction(NamedTuple):
-    """Both forms of one network evaluation at ``(x, t)``; ``var_interp`` is the variance output
-    of a learned-variance network (``None`` otherwise, see :class:`Denoiser`)."""
+class TimePoint:
+    """The time of one network call, prepared: the batch times ``t`` (float64), the network's
+    conditioning ``t_in``, and the schedule there (``alpha``, ``sigma`` and, for flow
+    conversions, ``d_alpha``, ``d_sigma``) in the state's dtype, broadcastable to it.
 
-    x0: Tensor
-    eps: Tensor
-    var_interp: Tensor | None = None
+    :meth:`Denoiser.times` builds one per grid time once per run, so a sampler's step passes
+    ``times[i]`` to :meth:`Denoiser.predict` and no schedule is evaluated inside the loop; given
+    a plain ``t``, :meth:`Denoiser.predict` builds one itself and evaluates the schedule only if
+    a conversion needs it. Read-only once built (a deep copy is the object itself)."""
+
+    __slots__ = ("t", "t_in", "noise_level", "_sde", "_like", "_alpha", "_sigma", "_d", "_values")
+
+    def __init__(
+        self, t, t_in, sde, like, *, noise_level=None, alpha=None, sigma=None, d=None, values=None
+    ):
+        self.t, self.t_in, self.noise_level = t, t_in, noise_level
+        self._sde, self._like = sde, like
+        self._alpha, self._sigma, self._d = alpha, sigma, d
+        self._values = values  # float64 (alpha, sigma, d_alpha, d_sigma) as Python numbers
+
+    def _schedule(self, name: str) -> Tensor:
+        return expand_to(getattr(self._sde, name)(self.t), self._like)
+
+    @property
+    def alpha(self) -> Tensor:
+        if self._alpha is None:
+            self._alpha = self._schedule("alpha")
+        return self._alpha
+
+    @property
+    def sigma(self) -> Tensor:
+        if self._sigma is None:
+            self._sigma = self._schedule("sigma")
+        return self._sigma
+
+    def derivatives(self, parameterization: Parameterization) -> tuple:
+        """``(d_alpha, d_sigma)`` when ``parameterization`` needs them (``flow``), else
+        ``(None, None)``: the extra arguments of the conversions."""
+        if parameterization is not Parameterization.FLOW:
+            return None, None
+        if self._d is None:
+            self._d = self._schedule("d_alpha"), self._schedule("d_sigma")
+        return self._d
+
+    def affine(self, parameterization: Parameterization):
+        """``((x0_x, x0_out), (eps_x, eps_out))``: ``x0`` and ``eps`` as Python-float
+        combinations of the state and the network output (every parameterization is affine in
+        both), from the float64 schedule of a prepared time; ``None`` for a plain time or where
+        a coefficient does not exist (``alpha = 0`` for an eps or score model)."""
+        if self._values is None:
+            return None
+        a, s, da, ds = self._values
+        p = parameterization
+        try:
+            if p is Parameterization.EPS:
+                return (1.0 / a, -s / a), (0.0, 1.0)
+            if p is Parameterization.X0:
+                return (0.0, 1.0), (1.0 / s, -a / s)
+            if p is Parameterization.SCORE:
+                return (1.0 / a, s * s / a), (0.0, -s)
+            if p is Parameterization.V:
+                n = a * a + s * s
+                return (a / n, -s / n), (s / n, a / n)
+            if p is Parameterization.FLOW and da is not None:
+                det = a * ds - s * da
+                return (ds / det, -s / det), (-da / det, a / det)
+        except ZeroDivisionError:
+            pass
+        return None
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class Prediction:
+    """One network evaluation at ``(x, t)`` in the forms a sampler reads: ``x0`` and ``eps``,
+    each converted from the network's output on first access (an eps-network read as ``eps``
+    costs no arithmetic), and ``var_interp``, the variance output of a learned-variance network
+    (``None`` otherwise, see :class:`Denoiser`). With an ``x0_correction``, ``x0`` is corrected
+    and ``eps`` derived from the corrected ``x0``, so the pair stays one consistent model.
+    Unpacks as ``x0, eps, var_interp``."""
+
+    __slots__ = ("_out", "_x", "_time", "_p", "_correction", "_x0", "_eps", "var_interp")
+
+    def __init__(self, out, x, time, parameterization, correction=None, var_interp=None):
+        self._out, self._x, self._time = out, x, time
+        self._p, self._correction = parameterization, correction
+        self._x0 = self._eps = None
+        self.var_interp = var_interp
+
+    @property
+    def x0(self) -> Tensor:
+        if self._x0 is None:
+            tp, p = self._time, self._p
+            x0 = to_x0(self._out, self._x, tp.alpha, tp.sigma, p, *tp.derivatives(p))
+            self._x0 = x0 if self._correction is None else self._correction(x0)
+        return self._x0
+
+    @property
+    def eps(self) -> Tensor:
+        if self._eps is None:
+            tp, p = self._time, self._p
+            if self._correction is None:
+                self._eps = to_eps(self._out, self._x, tp.alpha, tp.sigma, p, *tp.derivatives(p))
+            else:
+                self._eps = to_eps(self.x0, self._x, tp.alpha, tp.sigma, Parameterization.X0)
+        return self._eps
+
+    def combine(self, c_x0: float, c_eps: float, c_x: float = 0.0) -> Tensor:
+        """``c_x x + c_x0 x0 + c_eps eps`` for Python-float weights. At a time prepared by
+        :meth:`Denoiser.times`, without an ``x0_correction``, it is formed directly from the
+        state and the network output (two passes over the state; neither ``x0`` nor ``eps``
+        is materialised); otherwise from ``x0`` and ``eps``."""
+        w = None if self._correction is not None else self._time.affine(self._p)
+        if w is None:
+            out = (self.x0 * c_x0).add_(self.eps, alpha=c_eps)
+            return out if c_x == 0.0 else out.add_(self._x, alpha=c_x)
+        (x0_x, x0_out), (eps_x, eps_out) = w
+        a = c_x + c_x0 * x0_x + c_eps * eps_x
+        return (self._x * a).add_(self._out, alpha=c_x0 * x0_out + c_eps * eps_out)
+
+    def __iter__(self):
+        return iter((self.x0, self.eps, self.var_interp))
 
 
 # -------------------------------------------------------------------------------------------
@@ -389,18 +507,80 @@ class Denoiser:
             )
         return t
 
-    def raw(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """One network call at ``(x, t)``, in the network's own parameterization (with the
-        variance channels of a ``learned_variance`` network)."""
-        t = self._batch_time(x, t)
+    def _conditioning_dtype(self, x: Tensor) -> torch.dtype:
         # float32 or better, never the state's float16/bfloat16: those round t, sigma or the
         # train index (bfloat16 keeps 8 bits: index 997 becomes 996)
-        t_in = self.time_input(self.sde, t).to(torch.promote_types(x.dtype, torch.float32))
+        return torch.promote_types(x.dtype, torch.float32)
+
+    def _noise_level(self, t: Tensor) -> Tensor | None:
+        """``sigma / alpha`` at ``t``, what guidance limited to an interval reads."""
+        if not isinstance(self.guidance, ClassifierFreeGuidance):
+            return None
+        return torch.exp(-self.sde.lambda_(t))
+
+    def at(self, x: Tensor, t: Tensor | float) -> TimePoint:
+        """The :class:`TimePoint` of a call at ``t`` (a scalar or a ``(batch,)`` tensor) with
+        state ``x``; the schedule is evaluated when a conversion first needs it."""
+        t = self._batch_time(x, t)
+        t_in = self.time_input(self.sde, t).to(self._conditioning_dtype(x))
+        return TimePoint(t, t_in, self.sde, x, noise_level=self._noise_level(t))
+
+    def times(self, ts: Tensor, like: Tensor) -> list[TimePoint]:
+        """One :class:`TimePoint` per entry of the 1-d grid ``ts``, for states shaped like
+        ``like``: the conditioning and the schedule evaluated once for the whole grid (the
+        values a call at each time would compute), so that no step evaluates them."""
+        t_host = as_time(ts)
+        t = t_host.to(like.device)
+        if t.ndim != 1:
+            raise ValueError(f"ts must be a 1-d grid of times; got shape {tuple(t.shape)}")
+        batch = like.shape[0]
+        t_in = self.time_input(self.sde, t).to(self._conditioning_dtype(like))
+        t_in = t_in[:, None].expand(-1, batch).contiguous()  # one (batch,) row per time
+        level = self._noise_level(t)
+        names = ["alpha", "sigma"]
+        if self.parameterization is Parameterization.FLOW:
+            names += ["d_alpha", "d_sigma"]
+        # float64 on the state's device (what a plain call computes), cast to the state's dtype,
+        # and as Python numbers from the CPU (no device sync) for Prediction.combine
+        schedule = torch.stack([getattr(self.sde, k)(t) for k in names])
+        if t.device.type != "cpu":
+            t_host = t_host.cpu()  # a no-op for a grid made on the CPU, as every TimeGrid's is
+            on_cpu = torch.stack([getattr(self.sde, k)(t_host) for k in names])
+        else:
+            on_cpu = schedule
+        values = [(*row, None, None)[:4] for row in on_cpu.T.tolist()]
+        schedule = schedule.to(like.dtype)
+        return [
+            TimePoint(
+                t[k],
+                t_in[k],
+                self.sde,
+                like,
+                noise_level=None if level is None else level[k].expand(batch),
+                alpha=schedule[0, k],
+                sigma=schedule[1, k],
+                d=(schedule[2, k], schedule[3, k]) if len(names) == 4 else None,
+                values=values[k],
+            )
+            for k in range(t.shape[0])
+        ]
+
+    def raw(self, x: Tensor, t: Tensor | float | TimePoint) -> Tensor:
+        """One network call at ``(x, t)``, in the network's own parameterization (with the
+        variance channels of a ``learned_variance`` network)."""
+        return self._call(x, t if isinstance(t, TimePoint) else self.at(x, t))
+
+    def _call(self, x: Tensor, time: TimePoint) -> Tensor:
+        t_in = time.t_in
+        if t_in.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"the time point was prepared for a batch of {t_in.shape[0]}; x has shape "
+                f"{tuple(x.shape)}"
+            )
         if self.guidance is None:
             out = self.net(x, t_in, **self.model_kwargs)
         elif isinstance(self.guidance, ClassifierFreeGuidance):
-            noise_level = torch.exp(-self.sde.lambda_(t)).to(x.device)
-            out = self.guidance(self.net, x, t_in, noise_level=noise_level)
+            out = self.guidance(self.net, x, t_in, noise_level=time.noise_level)
         else:
             out = self.guidance(self.net, x, t_in)
         self.nfe += 1
@@ -430,37 +610,25 @@ class Denoiser:
             )
         return out
 
-    def _predict(self, x: Tensor, t: Tensor | float) -> tuple[Prediction, Tensor, Tensor, Tensor]:
-        """One network call: the prediction, the ``alpha``, ``sigma`` it was converted with, and
-        the batch times."""
-        if not isinstance(
-            t, Tensor
-        ):  # a number from the user: checked here, tensors stay sync-free
+    def predict(self, x: Tensor, t: Tensor | float | TimePoint) -> Prediction:
+        """``(x0, eps)`` from one network call, each converted when first read. ``t`` is a
+        time (scalar or ``(batch,)``) or a :class:`TimePoint` from :meth:`times`."""
+        if not isinstance(t, (Tensor, TimePoint)):
+            # a number from the user: checked here, tensors stay sync-free
             check_real("t", t, low=0.0, high=self.sde.T)
-        t = self._batch_time(x, t)
-        out = self.raw(x, t)
+        time = t if isinstance(t, TimePoint) else self.at(x, t)
+        out = self._call(x, time)
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.split(x.shape[1], dim=1)
-        alpha = expand_to(self.sde.alpha(t), x)
-        sigma = expand_to(self.sde.sigma(t), x)
-        p = self.parameterization
-        x0, eps = to_x0_eps(out, x, alpha, sigma, p, *derivatives_for(p, self.sde, t, x))
-        if self.x0_correction is not None:
-            # correct x0, then derive eps from it, so that (x0, eps) stay one consistent model
-            x0 = self.x0_correction(x0)
-            eps = (x - alpha * x0) / sigma
-        self.last = Prediction(x0, eps, var_interp)
-        return self.last, alpha, sigma, t
+        self.last = Prediction(out, x, time, self.parameterization, self.x0_correction, var_interp)
+        return self.last
 
     def _as(self, x: Tensor, t: Tensor | float, parameterization: Parameterization) -> Tensor:
-        pred, alpha, sigma, t = self._predict(x, t)
-        d = derivatives_for(parameterization, self.sde, t, x)
-        return from_x0_eps(pred.x0, pred.eps, alpha, sigma, parameterization, *d)
-
-    def predict(self, x: Tensor, t: Tensor | float) -> Prediction:
-        """``(x0, eps)`` from one network call."""
-        return self._predict(x, t)[0]
+        time = t if isinstance(t, TimePoint) else self.at(x, t)
+        pred = self.predict(x, time)
+        d = time.derivatives(parameterization)
+        return from_x0_eps(pred.x0, pred.eps, time.alpha, time.sigma, parameterization, *d)
 
     def x0(self, x: Tensor, t: Tensor | float) -> Tensor:
         return self.predict(x, t).x0

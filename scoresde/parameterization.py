@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .utils import expand_to
 
-__all__ = ["Parameterization", "to_x0_eps", "from_x0_eps", "derivatives_for"]
+__all__ = ["Parameterization", "to_x0_eps", "to_x0", "to_eps", "from_x0_eps", "derivatives_for"]
 
 
 class Parameterization(str, Enum):
@@ -74,6 +74,54 @@ def _need_derivatives(d_alpha, d_sigma) -> None:
         )
 
 
+def to_x0(
+    output: Tensor,
+    x: Tensor,
+    alpha: Tensor,
+    sigma: Tensor,
+    parameterization: Parameterization,
+    d_alpha: Tensor | None = None,
+    d_sigma: Tensor | None = None,
+) -> Tensor:
+    """The ``x0`` of a network ``output`` at ``x`` (the first half of :func:`to_x0_eps`)."""
+    p = parameterization
+    if p is Parameterization.X0:
+        return output
+    if p is Parameterization.EPS or p is Parameterization.SCORE:
+        return (x - sigma * to_eps(output, x, alpha, sigma, p)) / alpha
+    if p is Parameterization.V:
+        return (alpha * x - sigma * output) / (alpha**2 + sigma**2)
+    if p is Parameterization.FLOW:
+        _need_derivatives(d_alpha, d_sigma)
+        return (d_sigma * x - sigma * output) / (alpha * d_sigma - sigma * d_alpha)
+    raise TypeError(f"parameterization must be a Parameterization; got {p!r}")
+
+
+def to_eps(
+    output: Tensor,
+    x: Tensor,
+    alpha: Tensor,
+    sigma: Tensor,
+    parameterization: Parameterization,
+    d_alpha: Tensor | None = None,
+    d_sigma: Tensor | None = None,
+) -> Tensor:
+    """The ``eps`` of a network ``output`` at ``x`` (the second half of :func:`to_x0_eps`)."""
+    p = parameterization
+    if p is Parameterization.EPS:
+        return output
+    if p is Parameterization.X0:
+        return (x - alpha * output) / sigma
+    if p is Parameterization.SCORE:
+        return -sigma * output
+    if p is Parameterization.V:
+        return (sigma * x + alpha * output) / (alpha**2 + sigma**2)
+    if p is Parameterization.FLOW:
+        _need_derivatives(d_alpha, d_sigma)
+        return (alpha * output - d_alpha * x) / (alpha * d_sigma - sigma * d_alpha)
+    raise TypeError(f"parameterization must be a Parameterization; got {p!r}")
+
+
 def to_x0_eps(
     output: Tensor,
     x: Tensor,
@@ -94,24 +142,8 @@ def to_x0_eps(
     schedule whose log-SNR decreases, and 1 for rectified flow):
     ``x0 = (sigma' x - sigma u) / det``, ``eps = (alpha u - alpha' x) / det``.
     """
-    p = parameterization
-    if p is Parameterization.EPS:
-        eps = output
-        return (x - sigma * eps) / alpha, eps
-    if p is Parameterization.X0:
-        x0 = output
-        return x0, (x - alpha * x0) / sigma
-    if p is Parameterization.SCORE:
-        eps = -sigma * output
-        return (x - sigma * eps) / alpha, eps
-    if p is Parameterization.V:
-        norm = alpha**2 + sigma**2
-        return (alpha * x - sigma * output) / norm, (sigma * x + alpha * output) / norm
-    if p is Parameterization.FLOW:
-        _need_derivatives(d_alpha, d_sigma)
-        det = alpha * d_sigma - sigma * d_alpha
-        return (d_sigma * x - sigma * output) / det, (alpha * output - d_alpha * x) / det
-    raise TypeError(f"parameterization must be a Parameterization; got {p!r}")
+    args = (output, x, alpha, sigma, parameterization, d_alpha, d_sigma)
+    return to_x0(*args), to_eps(*args)
 
 
 def from_x0_eps(

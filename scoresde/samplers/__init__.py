@@ -32,6 +32,7 @@ from .base import (
     Sampler,
     SampleResult,
     StepInfo,
+    all_finite,
     option_from_config,
     run_callback,
     zero_snr_first_step,
@@ -322,7 +323,7 @@ def sample(
             stats = {"zero_snr_start": "ancestral" if sampler.stochastic else "ddim", **stats}
         if denoise_final and "interrupted_at" not in stats:
             x = denoiser.predict(x, ts[-1].to(x.device)).x0
-            if not bool(torch.isfinite(x).all()):
+            if not all_finite(x):
                 raise FloatingPointError(
                     f"non-finite sample from the final denoising step (denoise_final=True, "
                     f"t={float(ts[-1]):.6g}) in {sampler.name!r}: the network's x0 holds NaN or inf"
@@ -397,7 +398,7 @@ def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:
         )
     if shape is not None and tuple(shape) != tuple(x_T.shape):
         raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)} was given")
-    if not bool(torch.isfinite(x_T).all()):
+    if not all_finite(x_T):
         raise ValueError("x_T must be finite; it holds NaN or inf")
     if isinstance(generator, list):
         check_generator(generator, x_T.shape[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from ..sde import SDE
 
 __all__ = [
     "Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule", "Interrupt",
-    "run_callback", "zero_snr_first_step", "tolerance_floor",
+    "run_callback", "zero_snr_first_step", "tolerance_floor", "all_finite",
 ]  # fmt: skip
 
 # Tolerances of adaptive solvers are floored at this many units of roundoff of the state's dtype:
@@ -74,6 +75,62 @@ def run_callback(callback, info: StepInfo, sampler: str) -> tuple[Tensor, bool]:
 # inf, once in the state, stays there through the affine updates of every sampler, so a check
 # per window finds it; the window's states are kept to name the first bad step
 FINITE_CHECK_EVERY = 8
+
+
+class _FiniteWatch:
+    """The driver's non-finite check, without a host sync in the loop.
+
+    Every ``FINITE_CHECK_EVERY`` steps the last state is reduced once on its device (see
+    :func:`all_finite`). On the CPU the answer is read at once. On a GPU it is copied to pinned
+    host memory without blocking and read when a CUDA event says it has arrived, at the latest
+    one window later (waiting then only for the step that closed the older window, never for
+    the work queued since), and at the end of the run. A bad window's states are kept until
+    read, so the error names the first non-finite step either way."""
+
+    def __init__(self, name: str, grid: list[float]):
+        self.name, self.grid = name, grid
+        self.pending: deque = deque()
+
+    def push(self, window: list[Tensor], i: int) -> None:
+        """Check the states ``window`` of steps ``i + 1 - len(window) .. i``."""
+        x = window[-1]
+        finite = torch.isfinite(x.sum(dtype=torch.promote_types(x.dtype, torch.float32)))
+        if x.device.type != "cuda":
+            if not bool(finite):
+                self._verify(window, i)
+            return
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(finite, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.pending.append((list(window), i, host, event))
+        while self.pending and (len(self.pending) > 1 or self.pending[0][3].query()):
+            self._read(self.pending.popleft())
+
+    def finish(self) -> None:
+        """Read every check still in flight (the end of the run waits for the device anyway)."""
+        while self.pending:
+            self._read(self.pending.popleft())
+
+    def _read(self, item) -> None:
+        window, i, host, event = item
+        event.synchronize()
+        if not bool(host):
+            self._verify(window, i)
+
+    def _verify(self, window: list[Tensor], i: int) -> None:
+        """The sum was not finite: find the first non-finite state entry-wise and raise (a sum
+        that overflowed on finite entries passes)."""
+        if bool(torch.isfinite(window[-1]).all()):
+            return
+        self.pending.clear()
+        first = next(j for j, w in enumerate(window) if not torch.isfinite(w).all())
+        k = i + 1 - len(window) + first
+        grid = self.grid
+        raise FloatingPointError(
+            f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
+            f"in {self.name!r}; the first non-finite value appeared in this step's update"
+        )
 
 
 @dataclass
@@ -208,10 +265,11 @@ class Sampler(ABC):
         """The driver loop: ``init``, then ``step`` for every interval of ``ts``.
 
         Non-finite states: the state is checked every ``FINITE_CHECK_EVERY`` steps, after the
-        last and when the run is interrupted (one pass and one host sync per check, not per
-        step). The states since the last check are kept, so a failed check finds the first
-        non-finite one and names its step; a diverging run stops within ``FINITE_CHECK_EVERY``
-        steps instead of spending the rest. After each step the ``callback`` may replace the
+        last and when the run is interrupted: one reduction per check, not per step, and no host
+        sync in the loop (on a GPU the answer is read asynchronously, see :class:`_FiniteWatch`).
+        The states since the last check are kept, so a failed check finds the first non-finite
+        one and names its step; a diverging run stops within ``FINITE_CHECK_EVERY`` steps on the
+        CPU (within two windows on a GPU) instead of spending the rest. After each step the ``callback`` may replace the
         state (then :meth:`replace_state` updates the sampler's state) or stop the run
         (``stats["interrupted_at"]``).
         """
@@ -223,6 +281,7 @@ class Sampler(ABC):
         if trajectory is not None:
             trajectory[0] = x
         window: list[Tensor] = []  # step outputs since the last finite check
+        watch = _FiniteWatch(self.name, grid)
         denoiser.last = None
         stats: dict[str, Any] = {}
         steps = tqdm(range(n), desc=self.name, leave=False) if progress else range(n)
@@ -239,27 +298,25 @@ class Sampler(ABC):
             if trajectory is not None:
                 trajectory[i + 1] = x
             if len(window) == FINITE_CHECK_EVERY or i == n - 1 or stop:
-                self._check_finite(window, i, grid)
+                watch.push(window, i)
                 window.clear()
             if stop:
                 stats["interrupted_at"] = i
                 if trajectory is not None:
                     trajectory = trajectory[: i + 2]
                 break
+        watch.finish()
         return x, trajectory, stats
 
-    def _check_finite(self, window: list[Tensor], i: int, grid: list[float]) -> None:
-        """Raise naming the first non-finite state of ``window``, the outputs of steps
-        ``i + 1 - len(window) .. i`` (a NaN or inf, once in the state, stays there through the
-        affine updates of every sampler, so checking the last one finds it)."""
-        if bool(torch.isfinite(window[-1]).all()):
-            return
-        first = next(j for j, w in enumerate(window) if not torch.isfinite(w).all())
-        k = i + 1 - len(window) + first
-        raise FloatingPointError(
-            f"non-finite sample at step {k} (t={grid[k]:.6g} -> t_next={grid[k + 1]:.6g}) "
-            f"in {self.name!r}; the first non-finite value appeared in this step's update"
-        )
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite, from one reduction: a NaN or inf entry makes the
+    sum NaN or inf (``inf - inf`` is NaN), so a finite sum proves every entry finite, with no
+    boolean copy of the state (``isfinite(x).all()`` costs ~10x more on the CPU). The sum
+    accumulates in float32 or better (a float16 sum of many entries overflows); a sum that
+    overflows on finite entries falls back to the entry-wise test, so the answer is exact."""
+    total = x.sum(dtype=torch.promote_types(x.dtype, torch.float32))
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
 
 
 def config_value(name: str, value: Any) -> Any:
@@ -322,6 +379,13 @@ class GridSchedule:
         return c.to(device=like.device, dtype=like.dtype)
 
     @staticmethod
+    def values(c: Tensor) -> list:
+        """A float64 coefficient table as Python numbers (nested lists for a 2-d table), once per
+        run: a step then scales by ``c[i]`` with no indexing op, no device copy and no sync (the
+        tables are built on the CPU), and can fuse it (``torch.add(a, b, alpha=c[i])``)."""
+        return c.to("cpu", torch.float64).tolist()
+
+    @staticmethod
     def times(t: Tensor, like: Tensor) -> Tensor:
         """Move float64 times to ``like``'s device, keeping float64: they feed the schedule and
         the network's time conditioning, which a float16 or bfloat16 state would round (near
@@ -344,15 +408,15 @@ class AffineStep(Sampler):
     def init(self, denoiser, sde, ts, x):
         s = GridSchedule.of(sde, ts)
         c_x, c_eps, c_z = self.coefficients(s)
-        cast = GridSchedule.cast
-        # times stay float64: they feed the schedule inside the Denoiser
-        return s.t.to(x.device), cast(c_x, x), cast(c_eps, x), None if c_z is None else cast(c_z, x)
+        values = GridSchedule.values
+        c_z = None if c_z is None else values(c_z)
+        return denoiser.times(ts, x), values(c_x), values(c_eps), c_z
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         t, c_x, c_eps, c_z = state
-        x_next = c_x[i] * x + c_eps[i] * denoiser.predict(x, t[i]).eps
+        x_next = (x * c_x[i]).add_(denoiser.predict(x, t[i]).eps, alpha=c_eps[i])
         if c_z is not None:
-            x_next = x_next + c_z[i] * noise(ts[i], ts[i + 1], x)
+            x_next = x_next.add_(noise(ts[i], ts[i + 1], x), alpha=c_z[i])
         return x_next, state
 
 

@@ -19,12 +19,12 @@ DDIM 0.135).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..denoiser import TimePoint
 from ..grids import UniformTime
 from ..utils import check_real
 from .base import GridSchedule, Sampler
@@ -50,14 +50,13 @@ __all__ = [
 # Multistep solvers (and the first-order update they start from)
 
 
-@dataclass(frozen=True)
-class _MultistepState:
-    t: Tensor  # (n + 1,) float64 grid on the sample's device
-    a: Tensor  # (n,)
-    c: Tensor  # (n, order)
+class _MultistepState(NamedTuple):
+    t: list[TimePoint]  # the grid's n + 1 times, prepared for the Denoiser
+    a: list[float]  # (n,) float64 coefficients
+    c: list[list[float]]  # (n, order)
     orders: list[int]
     history: tuple[Tensor, ...] = ()  # newest first, at most order - 1 model outputs
-    noise: Tensor | None = None  # (n,) noise scale of stochastic DDIM
+    noise: list[float] | None = None  # (n,) noise scale of stochastic DDIM
 
 
 class _Multistep(Sampler):
@@ -81,17 +80,17 @@ class _Multistep(Sampler):
         s = GridSchedule.of(sde, ts)
         orders = self.step_orders(ts.numel() - 1, s.lambda_.diff())
         a, c = multistep_coefficients(s, orders, self.prediction, d2_weight=self._d2_weight)
-        cast = GridSchedule.cast
-        # times stay float64: they feed the schedule inside the Denoiser
-        return _MultistepState(ts.to(x.device, dtype=ts.dtype), cast(a, x), cast(c, x), orders)
+        values = GridSchedule.values
+        return _MultistepState(denoiser.times(ts, x), values(a), values(c), orders)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         m = model_output(denoiser, x, state.t[i], self.prediction)
         history = (m, *state.history)
-        x_next = state.a[i] * x
+        c = state.c[i]
+        x_next = x * state.a[i]
         for j in range(state.orders[i]):
-            x_next = x_next + state.c[i, j] * history[j]
-        return x_next, replace(state, history=history[: type(self).order - 1])
+            x_next.add_(history[j], alpha=c[j])
+        return x_next, state._replace(history=history[: type(self).order - 1])
 
 
 class DPMSolver1(_Multistep):
@@ -158,15 +157,15 @@ class DDIM(DPMSolver1):
         u = self.eta**2 * -torch.expm1(-2.0 * h)  # (s_i / sigma_{i+1})^2
         # sqrt(1 - u) - e^h, written to keep every digit of -expm1(h) when u is small
         c0 = -sigma_t * (torch.expm1(h) + u / (1.0 + torch.sqrt(1.0 - u)))
-        c = state.c.clone()
-        c[:, 0] = GridSchedule.cast(c0, x)
-        return replace(state, c=c, noise=GridSchedule.cast(sigma_t * u.sqrt(), x))
+        c0 = GridSchedule.values(c0)
+        c = [[c0[i], *row[1:]] for i, row in enumerate(state.c)]
+        return state._replace(c=c, noise=GridSchedule.values(sigma_t * u.sqrt()))
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         x, state = super().step(denoiser, sde, ts, i, x, state, noise)
         if state.noise is None:
             return x, state
-        return x + state.noise[i] * noise(ts[i], ts[i + 1], x), state
+        return x.add_(noise(ts[i], ts[i + 1], x), alpha=state.noise[i]), state
 
 
 class StochasticDDIM(DDIM):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..denoiser import TimePoint
 from ..utils import check_bool, check_int, check_real
 from .base import GridSchedule, Sampler, StepInfo, run_callback, tolerance_floor
 from .lambda_space import (
@@ -34,8 +35,27 @@ __all__ = ["DPMSolver2S", "DPMSolver3S", "DPMSolverPP2S", "DPMSolverAdaptive"]
 
 @dataclass(frozen=True)
 class _SinglestepState:
-    tables: dict[int, Tableau]  # per order used on this grid; t float64, a and b cast
+    tables: dict[int, PreparedTableau]  # per order used on this grid
     orders: list[int]
+
+
+class PreparedTableau(NamedTuple):
+    """A :class:`Tableau` ready to run: stage times as the Denoiser's
+    :class:`~scoresde.denoiser.TimePoint` s, coefficients as Python floats (indexed
+    ``[i][r]``, ``[i][r][j]``), built once per run."""
+
+    t: list[list[TimePoint]]
+    a: list[list[float]]
+    b: list[list[list[float]]]
+    stages: int
+
+    @classmethod
+    def of(cls, tab: Tableau, denoiser, like: Tensor) -> PreparedTableau:
+        n, K = tab.t.shape
+        times = denoiser.times(tab.t.reshape(-1), like)
+        t = [times[i * K : (i + 1) * K] for i in range(n)]
+        values = GridSchedule.values
+        return cls(t, values(tab.a), values(tab.b), K)
 
 
 class _Singlestep(Sampler):
@@ -65,11 +85,10 @@ class _Singlestep(Sampler):
     def init(self, denoiser, sde, ts, x):
         s = GridSchedule.of(sde, ts)
         orders = self.step_orders(ts.numel() - 1)
-        cast = GridSchedule.cast
         tables = {}
         for k in sorted(set(orders)):
             tab = singlestep_tableau(sde, s, SINGLESTEP_RATIOS[k], self.prediction)
-            tables[k] = Tableau(tab.t.to(x.device), cast(tab.a, x), cast(tab.b, x))
+            tables[k] = PreparedTableau.of(tab, denoiser, x)
         return _SinglestepState(tables, orders)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
@@ -77,23 +96,24 @@ class _Singlestep(Sampler):
         return _run_stages(denoiser, tab, i, x, self.prediction)[0], state
 
 
-def _run_stages(denoiser, tab: Tableau, i: int, x: Tensor, prediction: str, ms=()):
+def _combine(x: Tensor, a: float, b: list[float], ms: list[Tensor], r: int) -> Tensor:
+    """``a x + sum_{j < r} b[j] ms[j]``."""
+    u = x * a
+    for j in range(r):
+        u.add_(ms[j], alpha=b[j])
+    return u
+
+
+def _run_stages(denoiser, tab: PreparedTableau, i: int, x: Tensor, prediction: str, ms=()):
     """All stages of step ``i`` of ``tab`` and its final update; ``ms`` are model outputs already
     known (reused by the adaptive solver after a rejected step). Returns ``(x_next, ms)``."""
     ms = list(ms)
-    K = tab.stages
+    K, a, b = tab.stages, tab.a[i], tab.b[i]
     for r in range(K):
         if len(ms) == r:
-            u = (
-                x
-                if r == 0
-                else tab.a[i, r - 1] * x + sum(tab.b[i, r - 1, j] * ms[j] for j in range(r))
-            )
-            ms.append(model_output(denoiser, u, tab.t[i, r], prediction))
-    x_next = tab.a[i, K - 1] * x
-    for j in range(K):
-        x_next = x_next + tab.b[i, K - 1, j] * ms[j]
-    return x_next, ms
+            u = x if r == 0 else _combine(x, a[r - 1], b[r - 1], ms, r)
+            ms.append(model_output(denoiser, u, tab.t[i][r], prediction))
+    return _combine(x, a[K - 1], b[K - 1], ms, K), ms
 
 
 class DPMSolver2S(_Singlestep):
@@ -243,7 +263,7 @@ class DPMSolverAdaptive(Sampler):
     def step(self, denoiser, sde, ts, i, x, state, noise):
         raise NotImplementedError("dpm_solver_adaptive chooses its own steps; use run()")
 
-    def _pair(self, sde, s: float, t: float, like: Tensor) -> tuple[Tableau, Tableau]:
+    def _pair(self, denoiser, sde, s: float, t: float, like: Tensor):
         """High- and low-order tableaux of one step from ``s`` to ``t`` (sharing stages)."""
         sched = GridSchedule.of(sde, torch.tensor([s, t], dtype=torch.float64))
         high_ratios = SINGLESTEP_RATIOS[self.order]
@@ -251,11 +271,7 @@ class DPMSolverAdaptive(Sampler):
         low = singlestep_tableau(
             sde, sched, high_ratios[:1] if self.order == 3 else (), self.prediction
         )
-        cast = GridSchedule.cast
-        return tuple(
-            Tableau(tab.t.to(like.device), cast(tab.a, like), cast(tab.b, like))
-            for tab in (high, low)
-        )
+        return tuple(PreparedTableau.of(tab, denoiser, like) for tab in (high, low))
 
     def run(
         self, denoiser, sde, ts, x, *, noise, callback=None, progress=True, save_trajectory=False
@@ -290,7 +306,7 @@ class DPMSolverAdaptive(Sampler):
                         f"atol={atol:.3g}); loosen the tolerances or raise max_nfe"
                     )
                 t = grid[k + 1] if lands else float(sde.inverse_lambda(lam_s + h_try))
-                high, low = self._pair(sde, s, t, x)
+                high, low = self._pair(denoiser, sde, s, t, x)
                 x_high, ms = _run_stages(denoiser, high, 0, x, self.prediction, ms[:1])
                 x_low, _ = _run_stages(denoiser, low, 0, x, self.prediction, ms)
                 # in float64: in half precision (diff / delta)^2 overflows from err ~ 256 on

@@ -157,11 +157,11 @@ class _DEIS(Sampler):
         orders = self.step_orders(len(ts) - 1, s.lambda_.diff())
         C = s.alpha[1:, None] * deis_coefficients(sde, s.t, orders, self.variable)
         a = s.alpha[1:] / s.alpha[:-1]
-        cast = GridSchedule.cast
+        values = GridSchedule.values
         return {
-            "t": GridSchedule.times(s.t, x),
-            "a": cast(a, x),
-            "C": cast(C, x),
+            "t": denoiser.times(s.t, x),
+            "a": values(a),
+            "C": values(C),
             "orders": orders,
             "eps": [],
         }
@@ -171,9 +171,9 @@ class _DEIS(Sampler):
         history = [eps, *state["eps"][: self.deis_order - 1]]
         state["eps"] = history
         C = state["C"][i]
-        x = state["a"][i] * x
+        x = x * state["a"][i]
         for j in range(state["orders"][i]):
-            x = x + C[j] * history[j]
+            x.add_(history[j], alpha=C[j])
         return x, state
 
 

@@ -29,8 +29,7 @@ def _drift_coefficients(sde, t):
 
 
 def _velocity(denoiser, x, t, d_alpha, d_sigma):
-    pred = denoiser.predict(x, t)
-    return d_alpha * pred.x0 + d_sigma * pred.eps
+    return denoiser.predict(x, t).combine(d_alpha, d_sigma)
 
 
 class PFEuler(Sampler):
@@ -56,13 +55,15 @@ class PFEuler(Sampler):
 
     def init(self, denoiser, sde, ts, x):
         d_alpha, d_sigma = _drift_coefficients(sde, ts)
-        cast = GridSchedule.cast
-        t = ts.to(x.device, dtype=ts.dtype)  # times stay float64: they feed the schedule
-        return t, cast(ts[1:] - ts[:-1], x), cast(d_alpha, x), cast(d_sigma, x)
+        values = GridSchedule.values
+        h = ts[1:] - ts[:-1]
+        return denoiser.times(ts, x), values(h), values(d_alpha), values(d_sigma)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         t, h, d_alpha, d_sigma = state
-        return x + h[i] * _velocity(denoiser, x, t[i], d_alpha[i], d_sigma[i]), state
+        # x + h (alpha' x0 + sigma' eps), in one combination of the state and the output
+        pred = denoiser.predict(x, t[i])
+        return pred.combine(h[i] * d_alpha[i], h[i] * d_sigma[i], c_x=1.0), state
 
 
 class PFHeun(Sampler):
@@ -98,17 +99,16 @@ class PFHeun(Sampler):
 
     def init(self, denoiser, sde, ts, x):
         a, b = _drift_coefficients(sde, ts)
-        t = ts.to(x.device, dtype=ts.dtype)  # times stay float64: they feed the schedule
         h = ts[1:] - ts[:-1]
-        cast = GridSchedule.cast
-        return t, cast(h, x), cast(a, x), cast(b, x)
+        values = GridSchedule.values
+        return denoiser.times(ts, x), values(h), values(a), values(b)
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         t, h, a, b = state
         k1 = _velocity(denoiser, x, t[i], a[i], b[i])
-        x_euler = x + h[i] * k1
+        x_euler = torch.add(x, k1, alpha=h[i])
         k2 = _velocity(denoiser, x_euler, t[i + 1], a[i + 1], b[i + 1])
-        return x + 0.5 * h[i] * (k1 + k2), state
+        return torch.add(x, k1.add_(k2), alpha=0.5 * h[i]), state
 
 
 class PFRK4(Sampler):

@@ -19,8 +19,8 @@ import torch
 
 from ..utils import check_real
 from .base import GridSchedule, Sampler
-from .dpm_solver_singlestep import _run_stages
-from .lambda_space import Tableau, ancestral_split, linear_part, singlestep_tableau
+from .dpm_solver_singlestep import PreparedTableau, _run_stages
+from .lambda_space import ancestral_split, linear_part, singlestep_tableau
 
 __all__ = ["DPMSolverPPSDE", "DPMSolverPP2SAncestral", "DPM2Ancestral"]
 
@@ -58,15 +58,14 @@ class _Ancestral(_Stochastic2Stage):
         tab = singlestep_tableau(
             sde, s, (0.5,), self.prediction, lambda_next=s.lambda_[:-1] + h_down
         )
-        cast = GridSchedule.cast
-        tab = Tableau(tab.t.to(x.device), cast(tab.a, x), cast(tab.b, x))
-        return tab, cast(self.s_noise * s.sigma[1:] * u.sqrt(), x)
+        z = GridSchedule.values(self.s_noise * s.sigma[1:] * u.sqrt())
+        return PreparedTableau.of(tab, denoiser, x), z
 
     def step(self, denoiser, sde, ts, i, x, state, noise):
         tab, z = state
         x_next, _ = _run_stages(denoiser, tab, i, x, self.prediction)
         if self.eta != 0:
-            x_next = x_next + z[i] * noise(ts[i], ts[i + 1], x)
+            x_next = x_next.add_(noise(ts[i], ts[i + 1], x), alpha=z[i])
         return x_next, state
 
 

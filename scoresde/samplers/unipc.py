@@ -200,9 +200,9 @@ class UniPC(Sampler):
             if i + 1 < n:  # the corrector of step i runs at the start of step i + 1
                 A, w = self._weights(s, i, q, corrector=True)
                 corr[i, 0], corr[i, 1 : 1 + len(w)] = A, torch.stack(w)
-        cast = GridSchedule.cast
+        values = GridSchedule.values
         return {
-            "t": GridSchedule.times(s.t, x), "pred": cast(pred, x), "corr": cast(corr, x), "orders": orders,
+            "t": denoiser.times(ts, x), "pred": values(pred), "corr": values(corr), "orders": orders,
             "m": [], "x_prev": None,
         }  # fmt: skip
 
@@ -213,14 +213,14 @@ class UniPC(Sampler):
         if i > 0 and not state.pop("replaced", False):
             # UniC for step i - 1: correct x at t_i with the evaluation just made at it
             c = state["corr"][i - 1]
-            x = c[0] * state["x_prev"] + c[1] * m_new
+            x = (state["x_prev"] * c[0]).add_(m_new, alpha=c[1])
             for j in range(state["orders"][i - 1]):
-                x = x + c[2 + j] * m[j]
+                x.add_(m[j], alpha=c[2 + j])
         m = [m_new, *m[: self.solver_order - 1]]
         w = state["pred"][i]
-        x_next = w[0] * x
+        x_next = x * w[0]
         for j in range(state["orders"][i]):
-            x_next = x_next + w[1 + j] * m[j]
+            x_next.add_(m[j], alpha=w[1 + j])
         state["m"], state["x_prev"] = m, x
         return x_next, state
 
@@ -265,10 +265,11 @@ class _PseudoLinearMultistep(Sampler):
 
         a, b = transfer(i, i + 1)
         a_mid, b_mid = transfer(i, mid)
-        cast = GridSchedule.cast
+        values = GridSchedule.values
+        times = denoiser.times(s.t, x)
         return {
-            "t": GridSchedule.times(s.t[: n + 1], x), "t_mid": GridSchedule.times(s.t[n + 1 :], x),
-            "a": cast(a, x), "b": cast(b, x), "a_mid": cast(a_mid, x), "b_mid": cast(b_mid, x),
+            "t": times[: n + 1], "t_mid": times[n + 1 :],
+            "a": values(a), "b": values(b), "a_mid": values(a_mid), "b_mid": values(b_mid),
             "eps": [],
         }  # fmt: skip
 
@@ -279,10 +280,10 @@ class _PseudoLinearMultistep(Sampler):
         e = [eps, *state["eps"][:3]]
         state["eps"] = e
         coef = _AB[min(4, len(e))]
-        e_prime = coef[0] * e[0]
+        e_prime = e[0] * coef[0]
         for j in range(1, len(coef)):
-            e_prime = e_prime + coef[j] * e[j]
-        return state["a"][i] * x + state["b"][i] * e_prime, state
+            e_prime.add_(e[j], alpha=coef[j])
+        return (x * state["a"][i]).add_(e_prime, alpha=state["b"][i]), state
 
     @abstractmethod
     def _start_step(self, denoiser, i, x, state):
@@ -331,11 +332,11 @@ class PNDM(_PseudoLinearMultistep):
         a, b, a_m, b_m = state["a"][i], state["b"][i], state["a_mid"][i], state["b_mid"][i]
         t, t_mid = state["t"], state["t_mid"][i]
         e1 = denoiser.predict(x, t[i]).eps
-        e2 = denoiser.predict(a_m * x + b_m * e1, t_mid).eps
-        e3 = denoiser.predict(a_m * x + b_m * e2, t_mid).eps
-        e4 = denoiser.predict(a * x + b * e3, t[i + 1]).eps
+        e2 = denoiser.predict((x * a_m).add_(e1, alpha=b_m), t_mid).eps
+        e3 = denoiser.predict((x * a_m).add_(e2, alpha=b_m), t_mid).eps
+        e4 = denoiser.predict((x * a).add_(e3, alpha=b), t[i + 1]).eps
         state["eps"] = [e1, *state["eps"][:3]]
-        return a * x + b * ((e1 + 2.0 * e2 + 2.0 * e3 + e4) / 6.0), state
+        return (x * a).add_((e1 + 2.0 * e2 + 2.0 * e3 + e4) / 6.0, alpha=b), state
 
 
 class PLMS(_PseudoLinearMultistep):
@@ -365,6 +366,6 @@ class PLMS(_PseudoLinearMultistep):
     def _start_step(self, denoiser, i, x, state):
         a, b = state["a"][i], state["b"][i]
         e0 = denoiser.predict(x, state["t"][i]).eps
-        e1 = denoiser.predict(a * x + b * e0, state["t"][i + 1]).eps
+        e1 = denoiser.predict((x * a).add_(e0, alpha=b), state["t"][i + 1]).eps
         state["eps"] = [e0]
-        return a * x + b * (0.5 * (e0 + e1)), state
+        return (x * a).add_(0.5 * (e0 + e1), alpha=b), state

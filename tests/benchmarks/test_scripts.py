@@ -510,3 +510,12 @@ def test_flow_error_benchmark_measures_against_the_reference(monkeypatch):
     }
     assert all(r["nfe"] <= 5 and 0 < r["median_error"] < 2 for r in rows)
     assert "| plms |" in flow_error.summarize(rows, [5])
+
+
+def test_overhead_profile_counts_the_ops_of_every_implementation():
+    text = O.profile(batch=2, shape=(1, 8, 8), nfe=4, methods=["DDIM (= DPM-Solver-1)"])
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| DDIM")]
+    impls = {r[1] for r in rows}
+    assert {"scoresde", "diffusers", "k-diffusion"} <= impls
+    for r in rows:
+        assert float(r[3]) > 0 and float(r[4]) >= float(r[3]) and int(r[5]) > 0

@@ -7,15 +7,7 @@ import math
 from pathlib import Path
 
 from ..utils import check_int
-from .tables import (
-    OURS,
-    banner,
-    check_budget,
-    int_or_none,
-    latest_table,
-    partial_reasons,
-    read_rows,
-)
+from .tables import OURS, banner, check_budget, int_or_none, partial_reasons, read_table
 
 __all__ = ["recommend", "format_recommendation"]
 
@@ -40,9 +32,8 @@ def recommend(
     ``peers``: the best scoresde row and the best peer row of each problem."""
     check_int("nfe", nfe, low=1)
     check_int("top", top, low=1)
-    table = latest_table() if table is None else Path(table)
     needed = {"problem", "family", "sampler", "grid", "nfe", "median_error"}
-    rows = read_rows(table, "exact_error.tsv", needed, "median_error")
+    table, rows = read_table(table, "exact_error.tsv", needed, "median_error")
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     partial = partial_reasons(table, problems if problem is None else None)
     if problem is not None:

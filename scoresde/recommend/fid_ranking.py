@@ -6,15 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..utils import check_int
-from .tables import (
-    OURS,
-    banner,
-    check_budget,
-    int_or_none,
-    latest_table,
-    partial_reasons,
-    read_rows,
-)
+from .tables import OURS, banner, check_budget, int_or_none, partial_reasons, read_table
 
 __all__ = ["FID_ENDINGS", "recommend_fid", "format_fid_recommendation"]
 
@@ -59,8 +51,8 @@ def recommend_fid(
     check_int("top", top, low=1)
     if ending is not None and ending not in FID_ENDINGS:
         raise ValueError(f"ending must be one of {FID_ENDINGS}; got {ending!r}")
-    table = latest_table(name="fid_vs_steps.tsv") if table is None else Path(table)
-    rows = read_rows(table, "fid_vs_steps.tsv", {"role", "sampler", "grid", "nfe", "fid"}, "fid")
+    needed = {"role", "sampler", "grid", "nfe", "fid"}
+    table, rows = read_table(table, "fid_vs_steps.tsv", needed, "fid")
     for r in rows:
         r["ending"] = r.get("ending") or ("denoise_final" if r["role"] == "reference" else "t_min")
     cells = [r for r in rows if r["role"] == "cell"]

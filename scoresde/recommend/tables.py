@@ -1,5 +1,6 @@
 """The committed benchmark tables ``scoresde recommend`` ranks from: where they are
-(:func:`latest_table`), whether one is a full run (:func:`partial_reasons`), and their rows."""
+(:func:`latest_table`), whether one is a full run (:func:`partial_reasons`), and their rows
+(:func:`read_table`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ __all__ = [
     "FULL_PROBLEMS",
     "latest_table",
     "partial_reasons",
-    "read_rows",
+    "read_table",
     "check_budget",
     "int_or_none",
     "banner",
@@ -72,9 +73,13 @@ def partial_reasons(table: Path, problems: list[str] | None = None) -> list[str]
     return reasons
 
 
-def read_rows(table: Path, name: str, needed: set[str], value: str) -> list[dict]:
-    """The rows with finite ``nfe`` and ``value`` (as floats) of a TSV table expected to be a
-    ``name`` (``exact_error.tsv`` or ``fid_vs_steps.tsv``)."""
+def read_table(
+    table: str | Path | None, name: str, needed: set[str], value: str
+) -> tuple[Path, list[dict]]:
+    """``(path, rows)`` of a TSV table expected to be a ``name`` (``exact_error.tsv`` or
+    ``fid_vs_steps.tsv``; by default the :func:`latest_table` of that name): the rows with finite
+    ``nfe`` and ``value`` (as floats)."""
+    table = latest_table(name=name) if table is None else Path(table)
 
     def num(v: str):
         try:
@@ -102,7 +107,7 @@ def read_rows(table: Path, name: str, needed: set[str], value: str) -> list[dict
         )
     for r in rows:
         r["nfe"], r[value] = num(r["nfe"]), num(r[value])
-    return [r for r in rows if math.isfinite(r["nfe"]) and math.isfinite(r[value])]
+    return table, [r for r in rows if math.isfinite(r["nfe"]) and math.isfinite(r[value])]
 
 
 def check_budget(nfe: int, rows: list[dict], table: Path) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from scoresde.metrics.fid import save_npz
 
 __all__ = ["append_cell", "read_cells", "features_path", "save_features", "load_features"]
 
@@ -57,26 +58,15 @@ def features_path(folder: Path, key: str) -> Path:
 
 
 def save_features(folder: Path, key: str, features: Tensor, nfe: int | None, time_s: float):
-    """Write one cell's features atomically (temporary file, fsync, rename)."""
-    path = features_path(folder, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f,
-                features=features.cpu().to(torch.float32).numpy(),
-                nfe=-1 if nfe is None else nfe,
-                time_s=time_s,
-                key=key,
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write one cell's features atomically (:func:`scoresde.metrics.fid.save_npz`)."""
+    return save_npz(
+        features_path(folder, key),
+        compressed=True,
+        features=features.cpu().to(torch.float32).numpy(),
+        nfe=-1 if nfe is None else nfe,
+        time_s=time_s,
+        key=key,
+    )
 
 
 def load_features(folder: Path | None, key: str) -> tuple[Tensor, int | None, float] | None:

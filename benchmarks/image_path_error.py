@@ -33,7 +33,8 @@ from torch import Tensor
 import scoresde as S
 from benchmarks.common import git_revision, result_dir, write_env, write_tsv
 from benchmarks.exact_error import GRIDS, steps_for_budget
-from benchmarks.fid_vs_steps import NFES, Model, load_checkpoint, pick_samplers
+from benchmarks.fid_inputs import Model, load_checkpoint
+from benchmarks.fid_vs_steps import NFES, pick_samplers
 
 COLUMNS = [
     "sampler",

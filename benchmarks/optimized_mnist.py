@@ -27,7 +27,8 @@ import torch
 import scoresde as S
 from benchmarks.common import REPO, git_revision, result_dir, write_env, write_tsv
 from benchmarks.exact_error import steps_for_budget
-from benchmarks.fid_vs_steps import fid_cell, load_checkpoint, read_mnist_images, reference_stats
+from benchmarks.fid_inputs import load_checkpoint, read_mnist_images, reference_stats
+from benchmarks.fid_table import fid_cell
 from scoresde.metrics import InceptionFeatures
 
 COLUMNS = ["grid", "seed", "sampler", "nfe", "n_steps", "fid", "n_samples", "time_s", "note"]

@@ -281,7 +281,7 @@ def redraw(folder: Path) -> list[Path]:
     if (folder / "exact_error_sw.tsv").exists():
         out.append(plot_sw(read_tsv(folder / "exact_error_sw.tsv"), folder / "exact_error_sw.png"))
     if (folder / "fid_vs_steps.tsv").exists():
-        from benchmarks.fid_vs_steps import summary
+        from benchmarks.fid_summary import summary
 
         rows = read_tsv(folder / "fid_vs_steps.tsv")
         out.append(plot_fid(rows, folder / "fid_vs_steps.png"))

@@ -120,7 +120,7 @@ def exact_rows(samplers: Sequence[str], problems: Sequence[str], nfes: Sequence[
 
 
 def mnist_rows(ckpt: Path, samplers: Sequence[str], nfe: int, n: int, seed: int) -> list[dict]:
-    from benchmarks.fid_vs_steps import load_checkpoint
+    from benchmarks.fid_inputs import load_checkpoint
 
     model = load_checkpoint(ckpt, "cpu")
     base = model.denoiser

@@ -194,6 +194,24 @@ def generated_features(
     return map_batches(one_batch, n, batch_size, progress=progress, desc="generate+features")
 
 
+def save_npz(path: str | os.PathLike, *, compressed: bool = False, **arrays) -> Path:
+    """Write ``arrays`` to ``path`` (``.npz``, ``compressed`` or not) atomically: a temporary file
+    in the same folder, fsynced, then renamed over ``path``, so no reader sees a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 @dataclass(frozen=True)
 class FeatureStats:
     """Mean ``mu`` ``(d,)`` and unbiased covariance ``sigma`` ``(d, d)`` of ``n`` feature vectors,
@@ -217,24 +235,8 @@ class FeatureStats:
     def save(self, path: str | os.PathLike, key: dict | None = None) -> None:
         """Write ``mu``, ``sigma``, ``n`` and a JSON ``key`` to ``path`` (``.npz``) atomically:
         a temporary file in the same folder, fsynced, then renamed over ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    mu=self.mu,
-                    sigma=self.sigma,
-                    n=self.n,
-                    key=json.dumps(key or {}, sort_keys=True),
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz(path, mu=self.mu, sigma=self.sigma, n=self.n,
+                 key=json.dumps(key or {}, sort_keys=True))  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[FeatureStats, dict]:

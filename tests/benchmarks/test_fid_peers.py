@@ -15,8 +15,10 @@ import torch
 
 import scoresde as S
 from benchmarks import fid_peers as P
-from benchmarks import fid_vs_steps as F
+from benchmarks import fid_table as T
 from benchmarks.fid_cache import features_path
+from benchmarks.fid_summary import summary
+from benchmarks.fid_vs_steps import main
 from benchmarks.peers import diffusers_available, k_diffusion_available
 from benchmarks.plot import plot_fid
 from scoresde.metrics import FeatureStats, InceptionFeatures, fid
@@ -63,7 +65,7 @@ def test_peer_cell_scores_the_fid_of_our_matching_sampler(scoring, key, budget):
     extractor, reference = scoring
     model = tiny_model()
     kw = dict(n=12, batch_size=5, seed=0, device=CPU)
-    rows = F.fid_table(model, extractor, reference, samplers=[], peers=[key], nfes=(budget,),
+    rows = T.fid_table(model, extractor, reference, samplers=[], peers=[key], nfes=(budget,),
                        grid="default", reference_sampler="ancestral", reference_steps=0,
                        log=lambda m: None, **kw)  # fmt: skip
     [row] = rows
@@ -72,10 +74,10 @@ def test_peer_cell_scores_the_fid_of_our_matching_sampler(scoring, key, budget):
     n_steps = row["n_steps"]
     grid, ours_steps, options = _peer_grid_of(key, model, n_steps)
     sampler = S.get_sampler("dpm_solver_pp_2m", **options)
-    run = F.ours(sampler, model.denoiser, grid, ours_steps, True)
-    feats, nfe, _ = F.cell_features(model, run, extractor, **kw)
+    run = T.ours(sampler, model.denoiser, grid, ours_steps, True)
+    feats, nfe, _ = T.cell_features(model, run, extractor, **kw)
     assert nfe == budget
-    peer_feats, _, _ = F.cell_features(
+    peer_feats, _, _ = T.cell_features(
         model, P.peer_run(key, model.denoiser, n_steps, "denoise_final"), extractor, **kw
     )
     torch.testing.assert_close(peer_feats, feats, rtol=0, atol=1e-4)
@@ -91,7 +93,7 @@ def test_peers_count_model_calls_within_the_budget_and_end_as_documented(key):
     den = tiny_model().denoiser
     x_T = den.sde.prior_sample((3, 1, 8, 8), generator=torch.Generator().manual_seed(1))
     for budget in (5, 10):
-        for ending in F.ENDINGS:
+        for ending in T.ENDINGS:
             n = P.peer_steps(key, budget, ending)
             if key == "diffusers:euler_ancestral" and ending == "t_min":
                 assert n is None  # its scheduler always ends at sigma = 0
@@ -140,15 +142,15 @@ def test_feature_cache_rescores_against_other_statistics_without_sampling(
               reference_sampler="ancestral", reference_steps=4, n=8, batch_size=4, seed=[0, 1],
               device=CPU, log=lambda m: None, features=folder,
               cache=tmp_path / "cells.jsonl")  # fmt: skip
-    first = F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "a",
+    first = T.fid_table(tiny_model(), extractor, reference, context={"ckpt": "a",
                         "reference": "r1"}, **kw)  # fmt: skip
     assert len(list(folder.glob("*.npz"))) == len(first) == 2 * 2 * 2 + 1
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("a cell was sampled again")
 
-    monkeypatch.setattr(F, "cell_features", no_sampling)
-    again = F.fid_table(tiny_model(), extractor, other, context={"ckpt": "a",
+    monkeypatch.setattr(T, "cell_features", no_sampling)
+    again = T.fid_table(tiny_model(), extractor, other, context={"ckpt": "a",
                         "reference": "r2"}, **kw)  # fmt: skip
     assert [r["nfe"] for r in again] == [r["nfe"] for r in first]
     for row in again:
@@ -158,14 +160,14 @@ def test_feature_cache_rescores_against_other_statistics_without_sampling(
         with np.load(features_path(folder, key)) as f:
             assert row["fid"] == fid(FeatureStats.of(f["features"]), other)
     with pytest.raises(AssertionError, match="sampled again"):  # new samples: no reuse
-        F.fid_table(tiny_model(), extractor, other, context={"ckpt": "b"}, **kw)
+        T.fid_table(tiny_model(), extractor, other, context={"ckpt": "b"}, **kw)
 
 
 def test_several_references_run_each_on_its_grid(scoring):
     extractor, reference = scoring
     kw = dict(samplers=[], nfes=(), grid="default", n=6, batch_size=3, seed=0, device=CPU,
               log=lambda m: None)  # fmt: skip
-    rows = F.fid_table(tiny_model(), extractor, reference,
+    rows = T.fid_table(tiny_model(), extractor, reference,
                        reference_sampler=["euler_maruyama", "edm_heun"], reference_steps=[8, 5], **kw)  # fmt: skip
     em, ode = rows  # stochastic: on uniform time; ODE: on its own default grid (Karras)
     assert (em["sampler"], em["grid"], em["nfe"]) == ("euler_maruyama", "uniform_time", 9)
@@ -173,7 +175,7 @@ def test_several_references_run_each_on_its_grid(scoring):
     assert ode["nfe"] == S.get_sampler("edm_heun").nfe(5) + 1
     assert all(r["ending"] == "denoise_final" for r in rows)
     with pytest.raises(ValueError, match="reference_steps must give one count"):
-        F.fid_table(tiny_model(), extractor, reference, reference_sampler=["ancestral", "unipc"],
+        T.fid_table(tiny_model(), extractor, reference, reference_sampler=["ancestral", "unipc"],
                     reference_steps=[8, 5, 3], **kw)  # fmt: skip
 
 
@@ -186,7 +188,7 @@ def test_summary_and_plot_show_peers_apart(tmp_path):
                                 "k-diffusion:heun", 20.0))
         for seed in (0, 1, 2)
     ]  # fmt: skip
-    lines = F.summary(rows).splitlines()
+    lines = summary(rows).splitlines()
     assert "| `k-diffusion:heun` (peer) | g | denoise_final | 21.0 ± 1.0 |" in lines
     assert "| **best** | | | `x` 31.0 |" in lines  # peers are not ranked with ours
     assert "| **best peer** | | | `k-diffusion:heun` 21.0 |" in lines
@@ -196,11 +198,11 @@ def test_summary_and_plot_show_peers_apart(tmp_path):
 
 def test_command_line_lists_the_peers_and_refuses_unknown_ones(capsys):
     with pytest.raises(SystemExit):
-        F.main(["--help"])
+        main(["--help"])
     out = capsys.readouterr().out
     assert all(k in out.replace("\n", " ").replace("  ", "") for k in P.PEERS)
     with pytest.raises(SystemExit):
-        F.main(["--ckpt", "x.pt", "--peers", "diffusers:nope"])
+        main(["--ckpt", "x.pt", "--peers", "diffusers:nope"])
     assert "unknown peer(s) ['diffusers:nope']" in capsys.readouterr().err
 
 
@@ -232,8 +234,8 @@ def test_commands_into_one_folder_build_one_table_with_every_cell(tmp_path):
               "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
               "--n", "6", "--batch-size", "3", "--ref-n", "20", "--nfe", "3",
               "--reference-steps", "0", "--samplers", "ddim"]  # fmt: skip
-    assert F.main(common) == 0
-    assert F.main([*common, "--ending", "t_min", "--peers", "k-diffusion:dpmpp_2m"]) == 0
+    assert main(common) == 0
+    assert main([*common, "--ending", "t_min", "--peers", "k-diffusion:dpmpp_2m"]) == 0
     rows = read_tsv(tmp_path / "out" / "fid_vs_steps.tsv")
     assert {(r["role"], r["family"], r["sampler"], r["ending"]) for r in rows} == {
         ("cell", "scoresde", "ddim", "denoise_final"),

@@ -15,11 +15,13 @@ import pytest
 import torch
 
 import scoresde as S
-from benchmarks import fid_vs_steps as F
+from benchmarks import fid_table as T
 from benchmarks import overhead as O
 from benchmarks.common import git_revision, read_tsv, write_env, write_tsv
 from benchmarks.exact_error import steps_for_budget
 from benchmarks.fid_cache import read_cells
+from benchmarks.fid_inputs import Model, load_checkpoint
+from benchmarks.fid_summary import summary
 from benchmarks.plot import plot_exact_error, plot_fid, plot_sw
 from scoresde.metrics import FeatureStats, InceptionFeatures
 from scoresde.recommend import (
@@ -39,15 +41,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:diffusers.*"
 
 def tiny_model():
     data = S.GaussianMixture(torch.stack([torch.ones(1, 8, 8), -torch.ones(1, 8, 8)]), stds=0.5)
-    return F.Model(data.denoiser(S.VPSDE(), "eps"), (1, 8, 8), lambda x: torch.sigmoid(x))
+    return Model(data.denoiser(S.VPSDE(), "eps"), (1, 8, 8), lambda x: torch.sigmoid(x))
 
 
-@pytest.mark.parametrize("ending", F.ENDINGS)
+@pytest.mark.parametrize("ending", T.ENDINGS)
 def test_fid_table_has_every_cell_and_the_reference(tmp_path, ending):
     extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
     reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
     keys = sorted(S.SAMPLERS)
-    rows = F.fid_table(
+    rows = T.fid_table(
         tiny_model(),
         extractor,
         reference,
@@ -76,7 +78,7 @@ def test_fid_table_has_every_cell_and_the_reference(tmp_path, ending):
     assert {r["ending"] for r in cells} == {ending}
     [ref] = [r for r in rows if r["role"] == "reference"]
     assert ref["nfe"] == 8 + 1 and math.isfinite(ref["fid"])  # denoise_final: +1 NFE
-    write_tsv(tmp_path / "fid.tsv", rows, F.COLUMNS)
+    write_tsv(tmp_path / "fid.tsv", rows, T.COLUMNS)
     assert len(read_tsv(tmp_path / "fid.tsv")) == len(rows)
 
 
@@ -85,10 +87,10 @@ def test_fid_cells_of_a_deterministic_sampler_share_prior_draws(tmp_path):
     extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
     reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
     kw = dict(n=10, batch_size=4, seed=3, device=torch.device("cpu"))
-    a = F.fid_cell(
+    a = T.fid_cell(
         tiny_model(), S.get_sampler("pf_euler"), S.UniformLambda(), 3, extractor, reference, **kw
     )
-    b = F.fid_cell(
+    b = T.fid_cell(
         tiny_model(), S.get_sampler("pf_euler"), S.UniformLambda(), 3, extractor, reference, **kw
     )
     assert a["fid"] == b["fid"]
@@ -109,7 +111,7 @@ def test_load_checkpoint_rebuilds_the_denoiser_and_image_shape(tmp_path):
         "time_input": time_input_to_dict(S.ContinuousTime()),
     }
     atomic_save(ckpt, tmp_path / "c.pt")
-    model = F.load_checkpoint(tmp_path / "c.pt", "cpu")
+    model = load_checkpoint(tmp_path / "c.pt", "cpu")
     assert model.shape == (1, 8, 8)
     x = torch.zeros(2, 1, 8, 8)
     with torch.no_grad():
@@ -218,7 +220,7 @@ def fid_table_file(folder):
          "fid": 2.5, "n_samples": 1000},
     ]  # fmt: skip
     folder.mkdir(exist_ok=True)
-    return write_tsv(folder / "fid_vs_steps.tsv", rows, F.COLUMNS)
+    return write_tsv(folder / "fid_vs_steps.tsv", rows, T.COLUMNS)
 
 
 def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
@@ -261,7 +263,7 @@ def seeded_fid_table_file(folder):
          "ending": "denoise_final", "seed": 3, "nfe_budget": 10, "n_steps": 9, "note": "failed"},
     ]  # fmt: skip
     folder.mkdir(exist_ok=True)
-    return write_tsv(folder / "fid_vs_steps.tsv", rows, F.COLUMNS)
+    return write_tsv(folder / "fid_vs_steps.tsv", rows, T.COLUMNS)
 
 
 def test_recommend_fid_averages_seeds_ranks_one_ending_and_names_the_best_peer(tmp_path):
@@ -396,7 +398,7 @@ def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):
 
     folder = tmp_path / "r"
     rows = read_tsv(fid_table_file(folder))
-    text = F.summary(rows)
+    text = summary(rows)
     lines = text.splitlines()
     assert lines[0] == "| sampler | grid | ending | NFE 5 | NFE 10 | NFE 20 |"
     assert "| `x` | g | t_min | 20.0 | 10.0 | 5.0 |" in lines  # rows without an ending: old tables
@@ -416,7 +418,7 @@ def test_fid_summary_gives_mean_and_spread_over_seeds_per_ending():
          "fid": f + seed}
         for e, f in (("denoise_final", 30.0), ("t_min", 40.0)) for seed in (0, 1, 2)
     ]  # fmt: skip
-    lines = F.summary(rows).splitlines()
+    lines = summary(rows).splitlines()
     assert "| `x` | g | denoise_final | 31.0 ± 1.0 |" in lines
     assert "| `x` | g | t_min | 41.0 ± 1.0 |" in lines
     assert "| **best** | | | `x` 31.0 |" in lines
@@ -457,17 +459,66 @@ def test_fid_table_resumes_from_its_cell_cache(tmp_path):
         reference_sampler="ancestral", reference_steps=4, n=6, batch_size=3, seed=0,
         device=torch.device("cpu"), log=lambda m: None, cache=cache,
     )  # fmt: skip
-    first = F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "a"}, **kw)
+    first = T.fid_table(tiny_model(), extractor, reference, context={"ckpt": "a"}, **kw)
     with open(cache, "a") as f:
         f.write('{"key": "torn')  # a run killed mid-write leaves a partial line
-    again = F.fid_table(
+    again = T.fid_table(
         tiny_model(), extractor, reference, context={"ckpt": "a"}, on_row=seen.append, **kw
     )
     assert again == first and seen == []  # nothing rerun
     assert len(cache.read_text().splitlines()) == len(first) + 1
-    F.fid_table(tiny_model(), extractor, reference, context={"ckpt": "b"}, on_row=seen.append, **kw)
+    T.fid_table(tiny_model(), extractor, reference, context={"ckpt": "b"}, on_row=seen.append, **kw)
     assert len(seen) == len(first)
     assert len(read_cells(cache)) == 2 * len(first)  # none lost after the torn line
+
+
+# a cell cache and the feature file names as written by an earlier version of the script: a
+# change to how cells are keyed would rerun every finished cell of every result folder
+PINNED_CELLS = [
+    '{"key": "{\\"batch_size\\": 3, \\"context\\": {\\"checkpoint_sha256\\": \\"c\\", \\"reference\\": '
+    '\\"r\\"}, \\"ending\\": \\"denoise_final\\", \\"grid\\": \\"uniform_lambda\\", \\"n\\": 6, '
+    '\\"n_steps\\": 2, \\"nfe_budget\\": 3, \\"role\\": \\"cell\\", \\"sampler\\": \\"ddim\\", '
+    '\\"seed\\": 0}", "row": {"role": "cell", "sampler": "ddim", "grid": "uniform_lambda", '
+    '"ending": "denoise_final", "seed": 0, "nfe_budget": 3, "family": "scoresde", "nfe": 3, '
+    '"n_steps": 2, "fid": 8.25, "n_samples": 6, "time_s": 0.5}}',
+    '{"key": "{\\"batch_size\\": 3, \\"context\\": {\\"checkpoint_sha256\\": \\"c\\", \\"reference\\": '
+    '\\"r\\"}, \\"ending\\": \\"denoise_final\\", \\"grid\\": \\"uniform_time\\", \\"n\\": 6, '
+    '\\"n_steps\\": 4, \\"nfe_budget\\": null, \\"role\\": \\"reference\\", \\"sampler\\": '
+    '\\"ancestral\\", \\"seed\\": 0}", "row": {"role": "reference", "sampler": "ancestral", '
+    '"grid": "uniform_time", "ending": "denoise_final", "seed": 0, "nfe_budget": null, "family": '
+    '"scoresde", "nfe": 5, "n_steps": 4, "fid": 8.5, "n_samples": 6, "time_s": 0.25}}',
+]
+PINNED_FEATURE_FILES = {"8b8fe0c6e83d4477ae5f9d34.npz", "f904d8296a2ccb00d08abda9.npz"}
+PINNED_KW = dict(
+    samplers=["ddim"], nfes=(3,), grid="uniform_lambda", reference_sampler="ancestral",
+    reference_steps=4, n=6, batch_size=3, seed=0, device=torch.device("cpu"), log=lambda m: None,
+    context={"checkpoint_sha256": "c", "reference": "r"},
+)  # fmt: skip
+
+
+def test_fid_table_reads_back_a_cell_cache_of_an_earlier_version(tmp_path, monkeypatch):
+    """The cell keys are pinned strings: the same command reads every cell back, samples none."""
+    cache = tmp_path / "fid_vs_steps.cells.jsonl"
+    cache.write_text("\n".join(PINNED_CELLS) + "\n")
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("a cell was sampled again")
+
+    monkeypatch.setattr(T, "cell_features", no_sampling)
+    seen = []
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    rows = T.fid_table(tiny_model(), extractor, reference, cache=cache, on_row=seen.append,
+                       **PINNED_KW)  # fmt: skip
+    assert seen == [] and [r["fid"] for r in rows] == [8.25, 8.5]
+
+
+def test_fid_table_keeps_features_under_the_file_names_of_an_earlier_version(tmp_path):
+    """The feature files' names hash their keys: pinned, so kept features are found again."""
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    T.fid_table(tiny_model(), extractor, reference, features=tmp_path / "fid_cells", **PINNED_KW)
+    assert {p.name for p in (tmp_path / "fid_cells").glob("*.npz")} == PINNED_FEATURE_FILES
 
 
 def test_env_file_records_the_revision_the_run_started_from(tmp_path):

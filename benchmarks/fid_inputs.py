@@ -1,0 +1,81 @@
+"""The inputs of the steps-vs-FID benchmarks (:mod:`benchmarks.fid_vs_steps`,
+:mod:`benchmarks.optimized_mnist`): a trained image checkpoint as a :class:`Model`, the MNIST
+images, and the cached reference statistics of real images."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import scoresde as S
+from scoresde.metrics import (
+    PREPROCESSING,
+    FeatureStats,
+    InceptionFeatures,
+    cached_stats,
+    extract_features,
+)
+
+__all__ = ["Model", "load_checkpoint", "read_mnist_images", "reference_stats"]
+
+
+@dataclass
+class Model:
+    """What the benchmark needs from a checkpoint."""
+
+    denoiser: S.Denoiser
+    shape: tuple[int, ...]  # (C, H, W) of one sample
+    to_unit: Callable[[Tensor], Tensor]  # model space -> images in [0, 1]
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device) -> Model:
+    """The :class:`Model` of a scoresde image checkpoint: its EMA denoiser on ``device``, the
+    sample shape ``(C, H, W)`` from the model config, and the map from model space (``[-1, 1]``,
+    :func:`scoresde.data.images_to_float`) to ``[0, 1]``."""
+    from scoresde.checkpoint import load, load_denoiser
+
+    ckpt = load(path, map_location=device)
+    cfg = ckpt["model_config"]
+    if "image_size" not in cfg:
+        raise ValueError(f"{str(path)!r} is not an image model (model config {cfg})")
+    denoiser = load_denoiser(ckpt, map_location=device)
+    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    return Model(denoiser, shape, lambda x: (x + 1) / 2)
+
+
+def read_mnist_images(data_dir: str | Path, n: int, *, split: str = "train") -> Tensor:
+    """The first ``n`` images of MNIST (``data_dir`` or its ``mnist/`` folder) as uint8
+    ``(n, 1, 28, 28)``, through :func:`scoresde.data.load_images`."""
+    from scoresde.data import load_images
+
+    folder = Path(data_dir)
+    if not any(folder.glob("*-images-idx3-ubyte*")) and (folder / "mnist").is_dir():
+        folder = folder / "mnist"
+    images = load_images(folder, split).images
+    if n > images.shape[0]:
+        raise ValueError(f"n must be <= {images.shape[0]} for MNIST {split}; got {n}")
+    return images[:n]
+
+
+def reference_stats(
+    images: Tensor, extractor: InceptionFeatures, cache: Path, label: str, batch_size: int
+) -> FeatureStats:
+    """Statistics of real images, cached in ``cache`` under a key of the network file's sha256,
+    the images' sha256, their count and the preprocessing."""
+    key = {
+        "network_sha256": extractor.sha256,
+        "data": label,
+        "data_sha256": hashlib.sha256(images.numpy().tobytes()).hexdigest(),
+        "n": len(images),
+        "preprocessing": PREPROCESSING,
+    }
+    return cached_stats(
+        cache,
+        key,
+        lambda: FeatureStats.of(extract_features(images, extractor, batch_size=batch_size)),
+    )

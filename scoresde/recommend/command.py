@@ -1,0 +1,135 @@
+"""``python -m scoresde recommend --nfe N [--problem P]``: the best samplers at an NFE budget,
+read from the latest committed benchmark table (``benchmarks/results/*/exact_error.tsv``).
+
+The table holds, for every sampler, time grid and NFE budget, the median per-sample error against
+the exact PF-ODE solution on Gaussian-mixture problems (``benchmarks/exact_error.py``). For a
+budget ``N`` each (sampler, grid) pair is represented by its best run with measured NFE <= N.
+With ``--problem`` the pairs are ranked by their error on that problem; without it, by the
+geometric mean over problems of their error divided by the best error any scoresde pair reached
+on that problem (1.0 = best everywhere). The best diffusers / k-diffusion run on the same budget
+is printed next to the ranking, so a peer that wins is shown as winning.
+
+``--problem mnist_fid`` ranks instead by the FID of a trained MNIST model
+(``benchmarks/fid_vs_steps.py``, ``fid_vs_steps.tsv``): the mean over seeds of each scoresde
+sampler's best cell, among the cells of one ending (``denoise_final`` by default, ``--ending``),
+with the best peer (diffusers, k-diffusion) on the same budget and ending printed below; without
+``--problem`` that ranking is printed after the exact-error one when a FID table exists.
+
+The committed tables ship inside the package (``scoresde/benchmark_results/``), so the command
+works from any install; in a source checkout the newest of those and of ``benchmarks/results``
+is read. A ``--quick`` table or one missing problems is still ranked, but the first line of the
+output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .exact_ranking import format_recommendation, recommend
+from .fid_ranking import FID_ENDINGS, format_fid_recommendation, recommend_fid
+
+__all__ = ["usage_lines", "add_recommend_parser"]
+
+FID_PROBLEM = "mnist_fid"
+
+
+# how to build each grid of the tables, in Python and on the ``sample`` command line
+_GRID_CODE = {
+    "uniform_time": "S.UniformTime()",
+    "uniform_lambda": "S.UniformLambda()",
+    "karras": "S.Karras(7.0)",
+    "quadratic": "S.Quadratic()",
+}
+
+
+def usage_lines(
+    sampler: str, grid: str, nfe: int, n_steps: int | None, *, denoise_final: bool = False
+) -> list[str]:
+    """A copy-pasteable ``S.sample(...)`` line (``denoiser`` and ``shape`` are the user's) and
+    the matching ``python -m scoresde sample`` command for one ranked (sampler, grid); a grid
+    named ``default: ...`` is the sampler's own, which both use when none is given."""
+    default = grid.startswith("default")
+    code = _GRID_CODE.get(grid)
+    if grid == "optimized":
+        code = f"S.Optimized({sampler!r}, denoiser, shape=(16, *shape[1:]))"
+    grid_arg, note = (f", grid={code}", "") if code else ("", f"  # on the benchmark's {grid!r}")
+    if default:
+        note = ""
+    steps = f", n_steps={n_steps}" if n_steps is not None else ""
+    final = ", denoise_final=True" if denoise_final else ""
+    return [
+        f'  x = S.sample("{sampler}", denoiser, shape=shape{grid_arg}{steps}{final}).x{note}',
+        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler}"
+        + ("" if default else f" --grid {grid}")
+        + f" --nfe {nfe}"
+        + (" --denoise-final" if denoise_final else "")
+        + " --out samples.png",
+    ]
+
+
+def _usage(result: dict) -> str:
+    if not result["ranking"]:
+        return ""
+    top = result["ranking"][0]
+    lines = ["", "", f"to sample with the first ({top['sampler']}, grid {top['grid']}):"]
+    final = result.get("ending") == "denoise_final"
+    return "\n".join(lines + usage_lines(top["sampler"], top["grid"], top["nfe"], top["n_steps"],
+                                         denoise_final=final))  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        if args.problem == FID_PROBLEM:
+            fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top, ending=args.ending)
+            print(format_fid_recommendation(fid) + _usage(fid))
+            return 0
+        result = recommend(args.nfe, args.problem, table=args.table, top=args.top)
+        text = format_recommendation(result)
+        if args.problem is None:
+            try:
+                text += "\n\n" + format_fid_recommendation(
+                    recommend_fid(args.nfe, table=args.fid_table, top=args.top, ending=args.ending)
+                )
+            except (FileNotFoundError, ValueError):
+                if args.fid_table is not None:
+                    raise
+                # no committed FID table, or none of its cells fits this budget
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text + _usage(result))
+    return 0
+
+
+def add_recommend_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``recommend`` subcommand on an ``argparse`` subparsers object; the parsed
+    namespace's ``func(args)`` prints the recommendation and returns the exit code."""
+    p = subparsers.add_parser(
+        "recommend",
+        help="best samplers at an NFE budget, from the latest benchmark table",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--nfe", type=int, required=True, help="network-evaluation budget")
+    p.add_argument(
+        "--problem",
+        help=f"one problem of the table (e.g. gmm64_ddpm), or {FID_PROBLEM} for the FID table; "
+        "default: all",
+    )
+    p.add_argument(
+        "--table",
+        help="an exact_error.tsv (default: the latest shipped or under benchmarks/results)",
+    )
+    p.add_argument(
+        "--fid-table",
+        help="a fid_vs_steps.tsv (default: the latest shipped or under benchmarks/results)",
+    )
+    p.add_argument(
+        "--ending",
+        choices=FID_ENDINGS,
+        help="FID table: rank the cells with this ending (default denoise_final when the table "
+        "has it)",
+    )
+    p.add_argument("--top", type=int, default=5, help="how many pairs to print (default 5)")
+    p.set_defaults(func=_run)
+    return p

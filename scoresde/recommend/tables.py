@@ -1,0 +1,133 @@
+"""The committed benchmark tables ``scoresde recommend`` ranks from: where they are
+(:func:`latest_table`), whether one is a full run (:func:`partial_reasons`), and their rows
+(:func:`read_table`)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+__all__ = [
+    "PACKAGED",
+    "RESULTS",
+    "OURS",
+    "FULL_PROBLEMS",
+    "latest_table",
+    "partial_reasons",
+    "read_table",
+    "check_budget",
+    "int_or_none",
+    "banner",
+]
+
+# the tables shipped with the package (copies of benchmarks/results/<run>/, see
+# benchmarks/publish.py), and the benchmarks' own output folder when run from a source checkout
+PACKAGED = Path(__file__).resolve().parents[1] / "benchmark_results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+OURS = "scoresde"
+SCRIPTS = {"exact_error.tsv": "exact_error", "fid_vs_steps.tsv": "fid_vs_steps"}
+# the problems of a full ``benchmarks/exact_error.py`` run (a test keeps this in step with it)
+FULL_PROBLEMS = ("gmm2d_ddpm", "gmm2d_vp", "gmm2d_ve", "gmm64_ddpm", "gmm64_vp", "gmm64_ve")
+
+
+def latest_table(results: Path | None = None, name: str = "exact_error.tsv") -> Path:
+    """The newest ``name`` (``exact_error.tsv`` or ``fid_vs_steps.tsv``) in the run folders
+    (``<YYYY-MM-DD>_<device>[_quick]``) under ``results``, by default under the packaged tables
+    and ``benchmarks/results`` (when present). On the same date a full run is preferred to a
+    ``_quick`` one, and ``benchmarks/results`` to its packaged copy."""
+    roots = [results] if results is not None else [PACKAGED, RESULTS]
+    tables = sorted(
+        (
+            (p.parent.name[:10], not p.parent.name.endswith("_quick"), p.parent.name, k, p)
+            for k, root in enumerate(roots)
+            for p in Path(root).glob(f"*/{name}")
+        )
+    )
+    if not tables:
+        where = " or ".join(repr(str(r)) for r in roots)
+        raise FileNotFoundError(
+            f"no benchmark table (*/{name}) under {where}; run "
+            f"`python -m benchmarks.{SCRIPTS.get(name, name)}` from the scoresde repository or "
+            "pass the table's path"
+        )
+    return tables[-1][-1]
+
+
+def partial_reasons(table: Path, problems: list[str] | None = None) -> list[str]:
+    """Why ``table`` is not a full benchmark run: written by ``--quick`` (its folder name or the
+    ``command`` in the ``env.txt`` beside it), or lacking some of ``FULL_PROBLEMS`` when
+    ``problems`` (the table's) is given. Empty for a full table."""
+    reasons = []
+    env = table.parent / "env.txt"
+    command = ""
+    if env.is_file():
+        lines = env.read_text(errors="replace").splitlines()
+        command = next((ln for ln in lines if ln.startswith("command:")), "")
+    if table.parent.name.endswith("_quick") or "--quick" in command.split():
+        reasons.append("a --quick run (fewer samples, budgets and grids)")
+    if problems is not None:
+        missing = [p for p in FULL_PROBLEMS if p not in problems]
+        if missing:
+            reasons.append(f"it lacks problems {missing}")
+    return reasons
+
+
+def read_table(
+    table: str | Path | None, name: str, needed: set[str], value: str
+) -> tuple[Path, list[dict]]:
+    """``(path, rows)`` of a TSV table expected to be a ``name`` (``exact_error.tsv`` or
+    ``fid_vs_steps.tsv``; by default the :func:`latest_table` of that name): the rows with finite
+    ``nfe`` and ``value`` (as floats)."""
+    table = latest_table(name=name) if table is None else Path(table)
+
+    def num(v: str):
+        try:
+            return float(v) if v not in ("", None) else math.nan
+        except ValueError:
+            return math.nan
+
+    if not table.is_file():
+        raise FileNotFoundError(f"table {str(table)!r} is not a file")
+    try:
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(
+            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py: {err}"
+        ) from None
+    if not rows:
+        raise ValueError(
+            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py: it has no rows"
+        )
+    if not needed <= set(rows[0]):
+        raise ValueError(
+            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py; it lacks "
+            f"{sorted(needed - set(rows[0]))}"
+        )
+    for r in rows:
+        r["nfe"], r[value] = num(r["nfe"]), num(r[value])
+    return table, [r for r in rows if math.isfinite(r["nfe"]) and math.isfinite(r[value])]
+
+
+def check_budget(nfe: int, rows: list[dict], table: Path) -> None:
+    """Refuse a budget below the smallest measured NFE of ``rows``: nothing would fit it."""
+    smallest = min((r["nfe"] for r in rows), default=math.inf)
+    if nfe < smallest:
+        raise ValueError(
+            f"nfe={nfe} is below the smallest budget in {str(table)!r} ({smallest:g} NFE)"
+        )
+
+
+def int_or_none(v) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def banner(partial: list[str]) -> list[str]:
+    if not partial:
+        return []
+    return [f"WARNING: partial benchmark table ({'; '.join(partial)}); this ranking is not the "
+            "full benchmark's"]  # fmt: skip

@@ -45,12 +45,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reference", type=Path, required=True, help="reference statistics .npz")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--cells", type=int, default=3, help="how many kept cells (default 3)")
+    parser.add_argument("--samplers", nargs="+", help="only the cells of these samplers")
+    parser.add_argument("--nfe", type=int, help="only the cells of this NFE budget")
     args = parser.parse_args(argv)
 
     reference, _ = FeatureStats.load(args.reference)
-    files = sorted((args.folder / "fid_cells").glob("*.npz"))[: args.cells]
+    chosen = []
+    for path in sorted((args.folder / "fid_cells").glob("*.npz")):
+        with np.load(path) as kept:
+            key = json.loads(str(kept["key"]))
+        if (not args.samplers or key.get("sampler") in args.samplers) and (
+            args.nfe is None or key.get("nfe_budget") == args.nfe
+        ):
+            chosen.append(path)
+    files = chosen[: args.cells]
     if not files:
-        raise SystemExit(f"no kept features in {str(args.folder / 'fid_cells')!r}")
+        raise SystemExit(f"no kept features chosen in {str(args.folder / 'fid_cells')!r}")
     lines = [
         f"Bootstrap over each cell's features ({args.reps} redraws), against "
         f"`{args.reference.name}`.",

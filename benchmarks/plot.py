@@ -239,7 +239,13 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
         grids.setdefault(key, set()).add(grid)
     style = {(False, "denoise_final"): "-", (False, "t_min"): ":", (True, "denoise_final"): "--",
              (True, "t_min"): "-."}  # fmt: skip
-    for (peer, key, grid, ending), curve in groups.items():
+    # more curves than the default 10-colour cycle: tab20, so no two curves share a colour
+    colors = (
+        plt.cm.tab20.colors
+        if len(groups) > 10
+        else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    )
+    for i, ((peer, key, grid, ending), curve) in enumerate(groups.items()):
         nfes = sorted(curve)
         mean = [sum(curve[n]) / len(curve[n]) for n in nfes]
         low = [m - min(curve[n]) for m, n in zip(mean, nfes, strict=True)]
@@ -248,7 +254,7 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
         label += "" if ending == "denoise_final" else " (ends at t_min)"
         ax.errorbar(
             nfes, mean, yerr=[low, high], marker="s" if peer else "o", ms=3, capsize=2,
-            label=label, ls=style[(peer, ending)],
+            label=label, ls=style[(peer, ending)], color=colors[i % len(colors)],
         )  # fmt: skip
     refs = [r for r in rows if r.get("role") == "reference" and _finite(r.get("fid"))]
     for j, r in enumerate(refs):  # black, then greys: several references stay apart

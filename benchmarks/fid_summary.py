@@ -20,8 +20,8 @@ def seed_stats(values: Sequence[float]) -> tuple[float, float, int] | None:
 def summary(rows: list[dict]) -> str:
     """A markdown table of FID by sampler or peer and ending (rows) and NFE budget (columns,
     with the measured NFE where it is smaller; mean ± standard deviation over seeds where there
-    are several), then the best scoresde sampler and the best peer per budget and the
-    reference runs."""
+    are several), then the best scoresde sampler and the best peer per budget, the adaptive
+    samplers' runs (their own NFE) and the reference runs."""
     cells = [r for r in rows if r.get("role") in ("cell", "peer")]
     budgets = sorted({r["nfe_budget"] for r in cells})
     groups: dict[tuple, list[dict]] = {}
@@ -70,6 +70,14 @@ def summary(rows: list[dict]) -> str:
     if len(seeds) > 1:
         lines.append(f"\nMean ± standard deviation over seeds {seeds}.")
     for r in rows:
+        if r.get("role") == "adaptive":
+            lines.append(
+                f"\nAdaptive: `{r['sampler']}` on `{r['grid']}`, seed {r.get('seed')} (ending "
+                f"{r.get('ending')}): "
+                + (f"FID {r['fid']:.1f} at {r.get('nfe')} NFE (the largest batch's)"
+                   if r.get("fid") is not None else f"failed ({r.get('note', '')})")
+                + f", {r.get('n_samples')} samples."
+            )
         if r.get("role") == "reference":
             lines.append(
                 f"\nReference: `{r['sampler']}`, {r['n_steps']} steps on `{r['grid']}` "

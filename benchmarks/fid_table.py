@@ -5,6 +5,7 @@ folder's caches (:mod:`benchmarks.fid_cache`) and returns them as rows of :data:
 
 from __future__ import annotations
 
+import ast
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +21,8 @@ from benchmarks.fid_inputs import Model
 from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
 from scoresde.metrics import FeatureStats, fid, generated_features, rank_and_world
 
-__all__ = ["ENDINGS", "SCORING_CONTEXT", "COLUMNS", "cell_features", "ours", "fid_cell",
-           "fid_table", "folder_rows"]  # fmt: skip
+__all__ = ["ENDINGS", "SCORING_CONTEXT", "COLUMNS", "sampler_of", "cell_features", "ours",
+           "fid_cell", "fid_table", "folder_rows"]  # fmt: skip
 
 ENDINGS = ("denoise_final", "t_min")
 # context entries that change a cell's score but not its samples (its features are reused)
@@ -41,6 +42,25 @@ COLUMNS = [
     "time_s",
     "note",
 ]
+
+
+def sampler_of(spec: str) -> S.Sampler:
+    """The sampler of a table row's name: a registry key, or ``key:option=value,...`` with
+    Python literals as values (``adaptive_sde:rel_tol=0.2``, ``restart:K=1``); the name with its
+    options is the row's label (and cache key). Raises ``ValueError`` naming the spec."""
+    key, _, rest = spec.partition(":")
+    if key not in S.SAMPLERS:
+        raise ValueError(f"unknown sampler {key!r} in {spec!r}; registered: {sorted(S.SAMPLERS)}")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"sampler spec {spec!r}: option {item!r} must be name=value")
+        try:
+            options[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[name.strip()] = value.strip()  # a bare string, e.g. solver=unipc
+    return S.get_sampler(key, **options)
 
 
 def cell_features(
@@ -142,7 +162,10 @@ def fid_table(
     budget: Ho et al. 2020 Alg. 2, score_sde's ``noise_removal``) or ``"t_min"`` (the state at
     ``t_min``, with its residual noise ``sigma(t_min)``). ``peers`` are keys of
     :data:`benchmarks.fid_peers.PEERS` (their own code and grids, the same ending and prior
-    draws; rows with role ``peer``). Each reference sampler (paired with its
+    draws; rows with role ``peer``). A sampler is a registry key or ``key:option=value,...``
+    (:func:`sampler_of`); an adaptive one (``nfe(1) is None``) picks its own steps, so it runs
+    once per seed (row role ``adaptive``, no budget, its NFE the largest batch's). Each reference
+    sampler (paired with its
     ``reference_steps``; one count serves all) runs at the first seed on ``UniformTime`` if it
     is stochastic, else on its ``default_grid``, and ends with x0; 0 steps leave it out.
 
@@ -167,13 +190,15 @@ def fid_table(
     rows = []
     done = read_cells(cache)
     sample_context = {k: v for k, v in (context or {}).items() if k not in SCORING_CONTEXT}
+    adaptive = [k for k in samplers if sampler_of(k).nfe(1) is None]
     cells = [
         (role, key, b, s)
         for b in nfes
-        for role, keys in (("cell", samplers), ("peer", peers))
+        for role, keys in (("cell", [k for k in samplers if k not in adaptive]), ("peer", peers))
         for key in keys
         for s in seeds
     ]
+    cells += [("adaptive", k, None, s) for k in adaptive for s in seeds]
     cells += [("reference", k, steps, seeds[0]) for k, steps in zip(ref_keys, ref_steps, strict=True)
               if steps]  # fmt: skip
     for role, key, budget, cell_seed in cells:
@@ -182,10 +207,13 @@ def fid_table(
         if role == "peer":
             n_steps, grid_name = peer_steps(key, budget, cell_ending), peer_grid(key)
         else:
-            sampler = S.get_sampler(key)
+            sampler = sampler_of(key)
             if role == "reference":
                 n_steps, budget = budget, None
                 grid_obj = S.UniformTime() if sampler.stochastic else sampler.default_grid
+            elif role == "adaptive":  # output times t_max -> t_min; the solver picks its steps
+                n_steps = 1
+                grid_obj = sampler.default_grid if grid == "default" else GRIDS[grid]()
             else:
                 paid = budget - (cell_ending == "denoise_final")
                 n_steps = steps_for_budget(sampler, paid) if paid > 0 else None

@@ -54,7 +54,7 @@ from benchmarks.exact_error import GRIDS
 from benchmarks.fid_inputs import load_checkpoint, read_mnist_images, reference_stats
 from benchmarks.fid_peers import PEERS, check_peers
 from benchmarks.fid_summary import summary
-from benchmarks.fid_table import COLUMNS, ENDINGS, fid_table, folder_rows
+from benchmarks.fid_table import COLUMNS, ENDINGS, fid_table, folder_rows, sampler_of
 from scoresde.metrics import InceptionFeatures, file_sha256, rank_and_world
 
 NFES = (5, 10, 20, 50)
@@ -85,9 +85,8 @@ def pick_samplers(requested: Sequence[str] | None) -> list[str]:
     """The requested registry keys (``[]``: none, e.g. a run of peers only), or by default the
     first ``N_DEFAULT`` registered of ``DEFAULT_SAMPLERS``."""
     if requested is not None:
-        unknown = sorted(set(requested) - set(S.SAMPLERS))
-        if unknown:
-            raise ValueError(f"unknown sampler(s) {unknown}; registered: {sorted(S.SAMPLERS)}")
+        for spec in requested:
+            sampler_of(spec)  # raises, naming the spec
         return list(requested)
     return [k for k in DEFAULT_SAMPLERS if k in S.SAMPLERS][:N_DEFAULT]
 
@@ -124,8 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--samplers",
         nargs="*",
-        help=f"registry keys; none after the flag runs no sampler (e.g. peers only) (default: "
-        f"the first {N_DEFAULT} registered of {DEFAULT_SAMPLERS})",
+        help=f"registry keys, or key:option=value,... (e.g. adaptive_sde:rel_tol=0.2; an "
+        f"adaptive sampler runs once per seed at its own NFE); none after the flag runs no "
+        f"sampler (e.g. peers only) (default: the first {N_DEFAULT} registered of "
+        f"{DEFAULT_SAMPLERS})",
     )
     parser.add_argument(
         "--grid",

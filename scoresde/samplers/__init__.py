@@ -236,7 +236,9 @@ def sample(
         shape: ``(batch, *dims)`` of the samples, when ``x_T`` is not given.
         x_T: the starting state at ``grid``'s first time (default: a prior draw).
         grid: a :class:`~scoresde.grids.TimeGrid` (default: the sampler's ``default_grid``).
-        n_steps: number of intervals (not NFE); ``None`` only with an ``Explicit`` grid.
+        n_steps: number of intervals (not NFE); ``None`` only with an ``Explicit`` grid or an
+            adaptive sampler (``sampler.nfe(1) is None``), which then outputs ``t_max -> t_min``
+            in one interval and picks its own steps.
         noise: noise source of stochastic samplers (default ``GaussianNoise(generator)``).
         generator: RNG for the prior draw and the default noise: one ``torch.Generator``, or a
             list of them, one per sample, so that sample ``i`` depends on ``generator[i]`` only
@@ -267,6 +269,8 @@ def sample(
     progress = check_bool("progress", progress)
     if device is not None:
         device = check_device("device", device)
+    if n_steps is None and not isinstance(grid, Explicit) and sampler.nfe(1) is None:
+        n_steps = 1  # an adaptive solver picks its own steps; the grid only sets output times
     if n_steps is None and not isinstance(grid, Explicit):
         raise ValueError(f"n_steps must be an int >= 1 for grid {grid!r}; got None")
     if n_steps is not None:

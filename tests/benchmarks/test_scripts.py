@@ -570,3 +570,40 @@ def test_overhead_profile_counts_the_ops_of_every_implementation():
     assert {"scoresde", "diffusers", "k-diffusion"} <= impls
     for r in rows:
         assert float(r[3]) > 0 and float(r[4]) >= float(r[3]) and int(r[5]) > 0
+
+
+def test_fid_table_takes_sampler_options_and_runs_an_adaptive_sampler_at_its_own_nfe(tmp_path):
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    specs = ["restart:K=1,restart_steps=1", "adaptive_sde:rel_tol=0.2", "adaptive_sde"]
+    rows = T.fid_table(tiny_model(), extractor, reference, samplers=specs, nfes=(10, 20),
+                       grid="uniform_lambda", reference_sampler="ancestral", reference_steps=0,
+                       n=6, batch_size=3, seed=[0, 1], device=torch.device("cpu"),
+                       log=lambda m: None)  # fmt: skip
+    cells = [r for r in rows if r["role"] == "cell"]
+    restart = S.get_sampler("restart", K=1, restart_steps=1)
+    assert {(r["sampler"], r["nfe_budget"], r["nfe"]) for r in cells} == {
+        (specs[0], b, restart.nfe(steps_for_budget(restart, b - 1)) + 1) for b in (10, 20)
+    }
+    adaptive = [r for r in rows if r["role"] == "adaptive"]
+    assert sorted((r["sampler"], r["seed"]) for r in adaptive) == [
+        (s, seed) for s in sorted(specs[1:]) for seed in (0, 1)
+    ]
+    assert all(r["nfe_budget"] is None and r["nfe"] > 2 and math.isfinite(r["fid"])
+               for r in adaptive)  # fmt: skip
+    # the tighter default tolerance costs more steps than rel_tol=0.2, on the same draws
+    nfe = {r["sampler"]: r["nfe"] for r in adaptive if r["seed"] == 0}
+    assert nfe["adaptive_sde"] > nfe["adaptive_sde:rel_tol=0.2"]
+    text = summary(rows)
+    assert "Adaptive: `adaptive_sde:rel_tol=0.2` on `uniform_lambda`, seed 1" in text
+    assert "| `restart:K=1,restart_steps=1` | uniform_lambda |" in text
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [("nope", "unknown sampler 'nope' in 'nope'"), ("restart:K", "option 'K' must be name=value"),
+     ("restart:K=-1", "K must be an int >= 0")],  # fmt: skip
+)
+def test_fid_table_sampler_spec_errors_name_the_spec(spec, match):
+    with pytest.raises(ValueError, match=match):
+        T.sampler_of(spec)

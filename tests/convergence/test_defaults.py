@@ -245,7 +245,7 @@ SDE_DPM_SOLVER_1 = "sde_dpm_solver_1: eps-form weights grow like e^h on long ste
 # each re-noising by the ancestral split (sigma_up) or a half-step Brownian increment, which costs
 # variance accuracy until the steps are short
 HALF_STEPS_ANCESTRAL = "k-diffusion's 2-NFE ancestral/SDE steps: half the steps at equal NFE"
-RESTART_EDM = "restart: EDM's Heun on Karras' grid and restart interval; 12 NFE of restarts"
+RESTART_EDM = "restart: EDM's Heun (2 NFE a step) on Karras' grid, tuned for the EDM interval"
 SA_SOLVER_TAU = "SA-Solver: the default tau switches the noise on only for 0.2 <= t <= 0.8"
 SDE_3M_LAMBDA = "sde_dpm_solver_pp_3m on UniformLambda: divided differences of noisy x0's"
 STOCHASTIC_ABOVE_DDPM: dict[tuple[str, str], tuple[int | None, str]] = {
@@ -258,7 +258,7 @@ STOCHASTIC_ABOVE_DDPM: dict[tuple[str, str], tuple[int | None, str]] = {
     ("restart", "ddpm_linear"): (10, RESTART_EDM),
     ("restart", "subvp"): (12, RESTART_EDM),
     ("restart", "ve"): (8, RESTART_EDM),
-    ("restart", "cosine"): (None, RESTART_EDM),
+    ("restart", "cosine"): (50, RESTART_EDM),
     ("sa_solver", "subvp"): (30, SA_SOLVER_TAU),
     ("sa_solver", "ve"): (30, SA_SOLVER_TAU),
     ("sde_dpm_solver_pp_3m", "vp"): (12, SDE_3M_LAMBDA),

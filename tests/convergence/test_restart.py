@@ -1,11 +1,11 @@
 """Restart sampling: its weak order, its ODE limit, and where the restart happens.
 
 * Weak order: the forward jump of a restart cycle is the process's exact transition, so only the
-  ODE segments err. With the restart segments refined with the grid (``restart_steps = n/16``)
-  the exact discrete-time bias ``|mean_n - mean| + |var_n - var|`` on Gaussian data (probe
+  ODE segments err. With the restart segments refined with the grid (the default
+  ``restart_steps = (n + 3) // 6``, and ``n/16``) the exact discrete-time bias ``|mean_n - mean| + |var_n - var|`` on Gaussian data (probe
   method of ``test_sde_weak_order.py``) falls at the solver's order (Heun: 2) on VP, VE and
-  DDPM-linear; band 0.25 over an 8x range of ``n`` with biases in (1e-9, 1), as there. With the
-  paper's fixed ``restart_steps = 3`` the bias instead levels off (at ~1.7e-3 here): the
+  DDPM-linear; band 0.25 over an 8x range of ``n`` with biases in (1e-9, 1), as there. With a
+  fixed ``restart_steps = 3`` (the paper's at 18 steps) the bias instead levels off (at ~1.7e-3 here): the
   restart segments' own error does not shrink with ``n``.
 * ``K = 0`` is the solver alone (float64 rounding: identical operations).
 * The restart happens at the grid point nearest the interval's lower end in ``log(sigma/alpha)``,
@@ -29,11 +29,13 @@ def bias(sampler, n, sde):
     return abs(m_n - m) + abs(v_n - v)
 
 
+@pytest.mark.parametrize("per_cycle", ["default", "n/16"])
 @pytest.mark.parametrize("sde_key", sorted(SDES))
-def test_restart_with_refined_segments_has_the_solvers_weak_order(sde_key):
+def test_restart_with_refined_segments_has_the_solvers_weak_order(sde_key, per_cycle):
     sde = SDES[sde_key]
     counts = [64, 128, 256, 512]
-    errors = [bias(S.get_sampler("restart", restart_steps=n // 16), n, sde) for n in counts]
+    options = (lambda n: {}) if per_cycle == "default" else (lambda n: {"restart_steps": n // 16})
+    errors = [bias(S.get_sampler("restart", **options(n)), n, sde) for n in counts]
     table = format_table(counts, errors)
     assert all(1e-9 < e < 1 for e in errors), table
     p = empirical_order(counts, errors)
@@ -41,10 +43,10 @@ def test_restart_with_refined_segments_has_the_solvers_weak_order(sde_key):
 
 
 def test_restart_with_fixed_segments_levels_off():
-    """The paper's fixed ``restart_steps``: from 128 to 512 steps the bias changes by < 20 %,
-    while the refined variant's falls 16-fold (above)."""
+    """A fixed ``restart_steps``: from 128 to 512 steps the bias changes by < 20 %, while the
+    refined variant's falls 16-fold (above)."""
     sde = SDES["vp"]
-    b = [bias(S.get_sampler("restart"), n, sde) for n in (128, 512)]
+    b = [bias(S.get_sampler("restart", restart_steps=3), n, sde) for n in (128, 512)]
     assert abs(b[1] / b[0] - 1) < 0.2, b
 
 
@@ -112,4 +114,14 @@ def test_restart_with_a_multistep_solver_counts_nfe_and_makes_no_host_sync(solve
                 x, state = sampler.step(den, sde, grid, i, x, state, noise)
     assert torch.isfinite(x).all()
     res = S.sample(sampler, den, shape=(4, 2), n_steps=12, progress=False)
-    assert res.nfe == sampler.nfe(12) == 12 + 2 * 3
+    assert res.nfe == sampler.nfe(12) == 12 + 2 * 2  # 2 steps per cycle at 12 main steps
+
+
+def test_restart_scales_its_cycles_with_the_main_grid_by_default():
+    """The paper's 3 restart steps at its 18 main steps, in proportion elsewhere (at least 1), so
+    a 20-NFE budget keeps 7 Heun steps for the main grid instead of 3."""
+    r = S.get_sampler("restart")
+    assert [r.steps_per_cycle(n) for n in (1, 2, 8, 9, 18, 60)] == [1, 1, 1, 2, 3, 10]
+    assert r.nfe(18) == 2 * 18 + 2 * 2 * 3 and r.nfe(7) == 18
+    _, ts_r = r.restart_grid(SDES["vp"], S.Karras().grid(SDES["vp"], 36))
+    assert len(ts_r) == 6 + 1

@@ -74,8 +74,11 @@ def summary(rows: list[dict]) -> str:
             lines.append(
                 f"\nAdaptive: `{r['sampler']}` on `{r['grid']}`, seed {r.get('seed')} (ending "
                 f"{r.get('ending')}): "
-                + (f"FID {r['fid']:.1f} at {r.get('nfe')} NFE (the largest batch's)"
-                   if r.get("fid") is not None else f"failed ({r.get('note', '')})")
+                + (
+                    f"FID {r['fid']:.1f} at {r.get('nfe')} NFE (the largest batch's)"
+                    if r.get("fid") is not None
+                    else f"failed ({r.get('note', '')})"
+                )
                 + f", {r.get('n_samples')} samples."
             )
         if r.get("role") == "reference":

@@ -601,8 +601,11 @@ def test_fid_table_takes_sampler_options_and_runs_an_adaptive_sampler_at_its_own
 
 @pytest.mark.parametrize(
     "spec, match",
-    [("nope", "unknown sampler 'nope' in 'nope'"), ("restart:K", "option 'K' must be name=value"),
-     ("restart:K=-1", "K must be an int >= 0")],  # fmt: skip
+    [
+        ("nope", "unknown sampler 'nope' in 'nope'"),
+        ("restart:K", "option 'K' must be name=value"),
+        ("restart:K=-1", "K must be an int >= 0"),
+    ],
 )
 def test_fid_table_sampler_spec_errors_name_the_spec(spec, match):
     with pytest.raises(ValueError, match=match):

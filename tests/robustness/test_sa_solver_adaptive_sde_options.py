@@ -31,6 +31,14 @@ def test_sa_solver_rejects_a_tau_function_with_negative_values():
         S.get_sampler("sa_solver", tau=lambda t: 0.5 - t)
 
 
+def test_sa_solver_names_tau_when_its_function_returns_several_values():
+    """A batch of values is not one noise amount: the error names tau and what it returned
+    (it was torch's "only one element tensors can be converted to Python scalars")."""
+    with pytest.raises(ValueError, match=r"tau must return a finite number >= 0.*tau\(0\) = "):
+        S.get_sampler("sa_solver", tau=lambda t: torch.ones(3))
+    assert S.get_sampler("sa_solver", tau=lambda t: torch.tensor([0.5])).tau is not None
+
+
 def test_sa_solver_rejects_a_tau_that_is_neither_a_number_nor_callable():
     with pytest.raises(TypeError, match="tau must be a number >= 0 or a callable"):
         S.get_sampler("sa_solver", tau="1")

@@ -322,7 +322,7 @@ def sample(
             x, trajectory, stats = sampler.run(
                 denoiser, sde, run_ts[1:], first, noise=noise, progress=progress,
                 save_trajectory=save_trajectory,
-                callback=None if callback is None else callback if inner else _shifted(callback),
+                callback=None if callback is None else _shifted(callback, inner, float(ts[0])),
             )  # fmt: skip
             if trajectory is not None:
                 trajectory = torch.cat([x_T[None], trajectory[inner:]])
@@ -376,11 +376,14 @@ def _zero_snr_run_times(sampler: Sampler, sde: SDE, ts: Tensor) -> Tensor:
     return torch.cat([ts[:1], t_a, ts[1:]])
 
 
-def _shifted(callback):
-    """The callback of a run that starts at step 1 (after the zero-terminal-SNR first step)."""
+def _shifted(callback, inner: int, t0: float):
+    """The callback of a run after the zero-terminal-SNR limit step: that run's steps are the
+    driver's steps from 1 on, or (``inner``: an adaptive sampler's run from a time inserted in
+    the first interval) the driver's steps, the first reported from ``t0``."""
 
     def shifted(info: StepInfo):
-        return callback(StepInfo(info.i + 1, info.t, info.t_next, info.x, info.x0))
+        i, t = info.i + 1 - inner, t0 if inner and info.i == 0 else info.t
+        return callback(StepInfo(i, t, info.t_next, info.x, info.x0))
 
     return shifted
 

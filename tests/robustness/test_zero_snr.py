@@ -102,9 +102,12 @@ def test_adaptive_samplers_solve_the_first_interval_from_pure_noise(key, problem
     sampler = S.get_sampler(key)
     n = 2000 if sampler.stochastic else 64
     x_T = sde.prior_sample((n, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen = []
     res = S.sample(sampler, den, x_T=x_T, progress=False, save_trajectory=True,
-                   noise=S.BrownianNoise(seed=1))  # fmt: skip
+                   noise=S.BrownianNoise(seed=1),
+                   callback=lambda info: seen.append((info.i, info.t, info.t_next)))  # fmt: skip
     assert res.nfe > 10 and res.trajectory.shape[0] == 2 and torch.equal(res.trajectory[0], x_T)
+    assert seen == [(0, float(res.ts[0]), float(res.ts[1]))]  # the output interval, T -> t_min
     assert res.stats["zero_snr_start"] in ("ancestral", "ddim")
     if not sampler.stochastic:
         ref = S.sample("dpm_solver_pp_2m", den, x_T=x_T, grid=S.UniformTime(), n_steps=400,

@@ -125,7 +125,8 @@ def add_train_parsers(subparsers) -> None:
         "--nfe",
         type=int,
         help="network evaluations; must be a count the sampler can spend exactly (required "
-        "unless --grid is a saved grid file, whose step count fixes it)",
+        "unless --grid is a saved grid file, whose step count fixes it, or the sampler is "
+        "adaptive, e.g. adaptive_sde, which picks its own steps: leave it out then)",
     )
     p.add_argument(
         "--grid",
@@ -394,7 +395,10 @@ def nfe_to_steps(sampler, nfe: int) -> int:
     if not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"--nfe must be an int >= 1; got {nfe!r}")
     if sampler.nfe(1) is None:
-        raise ValueError(f"sampler {sampler.name!r} is adaptive: its NFE is not fixed in advance")
+        raise ValueError(
+            f"sampler {sampler.name!r} is adaptive: its NFE is not fixed in advance; leave --nfe "
+            "out (its tolerances go in a --sampler config)"
+        )
     n, possible = 1, []
     while (cost := sampler.nfe(n)) <= nfe:
         if cost == nfe:
@@ -454,8 +458,12 @@ def run_sample(args) -> int:
                     f"--nfe {args.nfe} does not match the grid file's {n_steps} steps "
                     f"({spent + extra} NFE with {args.sampler!r}); leave --nfe out"
                 )
+        elif args.nfe is None and sampler.nfe(1) is None:
+            n_steps = None  # adaptive: one output interval, its own steps
         elif args.nfe is None:
-            raise ValueError("--nfe is required unless --grid is a saved grid file")
+            raise ValueError(
+                "--nfe is required unless --grid is a saved grid file or the sampler is adaptive"
+            )
         else:
             n_steps = nfe_to_steps(sampler, args.nfe - extra)
         gen = torch.Generator().manual_seed(args.seed)
@@ -486,7 +494,8 @@ def run_sample(args) -> int:
     if args.class_label is not None:
         cond = f", class {args.class_label}, guidance scale {args.guidance_scale:g}"
     print(
-        f"{args.n} samples with {sampler!r} ({n_steps} steps, {res.nfe} NFE measured, "
+        f"{args.n} samples with {sampler!r} ({n_steps or 'adaptive'} steps, {res.nfe} NFE "
+        "measured, "
         f"grid {grid if grid is not None else sampler.default_grid!r}"
         f"{', denoised final step' if args.denoise_final else ''}{cond}) "
         f"in {seconds:.1f}s -> {out}"

@@ -129,7 +129,9 @@ class ScoresdeScheduler(SchedulerMixin, ConfigMixin):
                 f"sampler {self.sampler.name!r} chooses its steps from the solution (adaptive), "
                 "so its network evaluations cannot be listed in timesteps before sampling; "
                 f"use a fixed-step sampler, e.g. {FIXED_STEP_ALTERNATIVES}"
-            )
+                + ("; stochastic: 'sde_dpm_solver_pp_2m' or 'dpm_solver_pp_sde'"
+                   if self.sampler.stochastic else "")
+            )  # fmt: skip
         if isinstance(grid, (str, Mapping)):
             grid = grid_from_config(grid)
         if grid is not None and not isinstance(grid, TimeGrid):

@@ -24,6 +24,9 @@ output says so.
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import shlex
 import sys
 
 from .exact_ranking import format_recommendation, recommend
@@ -43,12 +46,31 @@ _GRID_CODE = {
 }
 
 
+# how the tables name an adaptive sampler's runs: its tolerance, or its defaults
+_ADAPTIVE_GRID = re.compile(r"adaptive\((?:rtol=(?P<rtol>[0-9.e+-]+)|defaults)\)")
+
+
 def usage_lines(
     sampler: str, grid: str, nfe: int, n_steps: int | None, *, denoise_final: bool = False
 ) -> list[str]:
     """A copy-pasteable ``S.sample(...)`` line (``denoiser`` and ``shape`` are the user's) and
     the matching ``python -m scoresde sample`` command for one ranked (sampler, grid); a grid
     named ``default: ...`` is the sampler's own, which both use when none is given."""
+    adaptive = _ADAPTIVE_GRID.fullmatch(grid)
+    if adaptive:  # it picks its own steps: the table's tolerances, no grid and no NFE
+        options = {}
+        if adaptive["rtol"]:  # as benchmarks/exact_error.py runs it: atol = rtol / 100
+            options = {"rtol": float(adaptive["rtol"]), "atol": float(adaptive["rtol"]) * 1e-2}
+        config = json.dumps({"name": sampler, "options": options})
+        args = "".join(f", {k}={v:g}" for k, v in options.items())
+        return [
+            f'  x = S.sample(S.get_sampler("{sampler}"{args}), denoiser, shape=shape'
+            + (", denoise_final=True" if denoise_final else "")
+            + ").x",
+            f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {shlex.quote(config)}"
+            + (" --denoise-final" if denoise_final else "")
+            + " --out samples.png",
+        ]
     default = grid.startswith("default")
     code = _GRID_CODE.get(grid)
     if grid == "optimized":

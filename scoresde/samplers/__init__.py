@@ -8,6 +8,7 @@ below; the registry-wide contract and convergence tests pick it up.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -298,31 +299,35 @@ def sample(
     with torch.inference_mode():
         # alpha = 0 at the first time (zero terminal SNR, rectified flow): samplers whose step
         # is not finite there start with the lambda -> -inf limit of a first-order step
-        first, stop = None, False
+        first, stop, run_ts = None, False, ts
         if not sampler.zero_snr_start and float(sde.alpha(ts[0])) == 0.0:
-            first = zero_snr_first_step(sampler, denoiser, sde, ts, x, noise)
-            if callback is not None:
+            run_ts = _zero_snr_run_times(sampler, sde, ts)
+            first = zero_snr_first_step(sampler, denoiser, sde, run_ts, x, noise)
+            if callback is not None and run_ts is ts:
                 info = StepInfo(0, float(ts[0]), float(ts[1]), first, denoiser.last.x0)
                 first, stop = run_callback(callback, info, sampler.name)
+        # an adaptive sampler's first output interval continues from the inserted time, so its
+        # steps are not shifted and the limit step's state is not an output
+        inner = int(run_ts is not ts)
         if first is None:
             x, trajectory, stats = sampler.run(
                 denoiser, sde, ts, x, noise=noise, callback=callback, progress=progress,
                 save_trajectory=save_trajectory,
             )  # fmt: skip
-        elif stop or ts.numel() == 2:
+        elif stop or run_ts.numel() == 2:
             trajectory = torch.stack([x, first]) if save_trajectory else None
             x, stats = first, {"interrupted_at": 0} if stop else {}
         else:
             x_T = x
             x, trajectory, stats = sampler.run(
-                denoiser, sde, ts[1:], first, noise=noise, progress=progress,
+                denoiser, sde, run_ts[1:], first, noise=noise, progress=progress,
                 save_trajectory=save_trajectory,
-                callback=None if callback is None else _shifted(callback),
+                callback=None if callback is None else _shifted(callback, inner, float(ts[0])),
             )  # fmt: skip
             if trajectory is not None:
-                trajectory = torch.cat([x_T[None], trajectory])
+                trajectory = torch.cat([x_T[None], trajectory[inner:]])
             if "interrupted_at" in stats:  # counted from ts[1]
-                stats["interrupted_at"] += 1
+                stats["interrupted_at"] += 1 - inner
         if first is not None:
             stats = {"zero_snr_start": "ancestral" if sampler.stochastic else "ddim", **stats}
         if denoise_final and "interrupted_at" not in stats:
@@ -353,11 +358,32 @@ def _check_memory(name: str, n_steps: int, bytes_per_step: int, what: str) -> No
         )
 
 
-def _shifted(callback):
-    """The callback of a run that starts at step 1 (after the zero-terminal-SNR first step)."""
+# alpha/sigma at which an adaptive sampler's zero-SNR limit step ends: that step's error is
+# O((alpha/sigma)^2) = 1e-6 relative, below what the samplers' tolerances control
+_ADAPTIVE_ZERO_SNR_END = 1e-3
+
+
+def _zero_snr_run_times(sampler: Sampler, sde: SDE, ts: Tensor) -> Tensor:
+    """The times a run from ``alpha(ts[0]) = 0`` takes: ``ts``, whose first interval is the
+    ``lambda -> -inf`` limit step; for an adaptive sampler, which controls its error only from
+    where it starts (and by default has one output interval, ``T -> t_min``), ``ts`` with a time
+    inserted where ``alpha/sigma = 1e-3``, so that the limit step is short and the sampler
+    takes the rest of the first interval with its own steps."""
+    lam = math.log(_ADAPTIVE_ZERO_SNR_END)
+    if sampler.nfe(1) is not None or float(sde.lambda_(ts[1])) <= lam:
+        return ts
+    t_a = torch.as_tensor(sde.inverse_lambda(lam), dtype=ts.dtype).reshape(1)
+    return torch.cat([ts[:1], t_a, ts[1:]])
+
+
+def _shifted(callback, inner: int, t0: float):
+    """The callback of a run after the zero-terminal-SNR limit step: that run's steps are the
+    driver's steps from 1 on, or (``inner``: an adaptive sampler's run from a time inserted in
+    the first interval) the driver's steps, the first reported from ``t0``."""
 
     def shifted(info: StepInfo):
-        return callback(StepInfo(info.i + 1, info.t, info.t_next, info.x, info.x0))
+        i, t = info.i + 1 - inner, t0 if inner and info.i == 0 else info.t
+        return callback(StepInfo(i, t, info.t_next, info.x, info.x0))
 
     return shifted
 

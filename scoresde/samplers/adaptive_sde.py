@@ -89,7 +89,9 @@ class AdaptiveSDE(Sampler):
         h_init: first step size in ``t`` (> 0).
         theta: safety factor in ``(0, 1]``.
         r: exponent of the step-size update in ``(0, 1]`` (the paper uses 0.5-1).
-        h_min: smallest step size; a rejected step of this size abandons the run (> 0).
+        h_min: smallest step size; a rejected step of this size abandons the run (> 0). On a
+            DDPM schedule ``g`` jumps between train steps and the error of a step across a jump
+            falls only like ``sqrt(h)``: the cosine schedule's last jump needs ``h ~ 1e-7``.
         max_nfe: network calls after which the run is abandoned (>= 2).
     """
 
@@ -108,7 +110,7 @@ class AdaptiveSDE(Sampler):
         h_init: float = 0.01,
         theta: float = 0.9,
         r: float = 0.9,
-        h_min: float = 1e-6,
+        h_min: float = 1e-8,
         max_nfe: int = 10_000,
     ):
         self.rel_tol = check_real("rel_tol", rel_tol, low=0.0, low_open=True)

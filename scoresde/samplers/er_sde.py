@@ -135,7 +135,14 @@ class ERSDE(Sampler):
                 "s_noise": self.s_noise}  # fmt: skip
 
     def _phi(self, rho: torch.Tensor) -> torch.Tensor:
-        out = (default_noise_scaler if self.noise_scaler is None else self.noise_scaler)(rho)
+        try:
+            out = (default_noise_scaler if self.noise_scaler is None else self.noise_scaler)(rho)
+        except (TypeError, ValueError, RuntimeError) as err:  # e.g. math.sqrt on a tensor
+            raise ValueError(
+                "noise_scaler must take a float64 tensor of noise levels rho and return phi(rho) "
+                f"elementwise (torch operations); on a tensor of shape {tuple(rho.shape)} it "
+                f"raised {type(err).__name__}: {err}"
+            ) from err
         if not isinstance(out, torch.Tensor) or out.shape != rho.shape:
             raise ValueError(
                 "noise_scaler must map a tensor of noise levels to a tensor of the same shape; "

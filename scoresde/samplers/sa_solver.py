@@ -177,7 +177,8 @@ class SASolver(Sampler):
         out = []
         for t in ts:
             v = tau(float(t))
-            v = float(v) if isinstance(v, (Real, torch.Tensor, np.ndarray)) else v
+            one = isinstance(v, (torch.Tensor, np.ndarray)) and math.prod(v.shape) == 1
+            v = float(v.item()) if one else float(v) if isinstance(v, Real) else v
             if not isinstance(v, float) or not (math.isfinite(v) and v >= 0):
                 raise ValueError(
                     f"tau must return a finite number >= 0 at every time; got tau({float(t):.6g})"

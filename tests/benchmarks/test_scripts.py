@@ -8,6 +8,7 @@ the recommendation ranks by the table's errors and names the peer that wins.
 """
 
 import argparse
+import json
 import math
 import re
 
@@ -368,6 +369,30 @@ def test_recommend_usage_line_runs_as_python(grid, code):
     scope = {"S": S, "denoiser": denoiser, "shape": shape}
     exec(line.replace("shape=(16,", "max_evals=3, shape=(16,"), scope)  # a cheap fit for the test
     assert scope["x"].shape == shape and torch.isfinite(scope["x"]).all()
+
+
+@pytest.mark.parametrize("grid, options", [("adaptive(rtol=0.03)", {"rtol": 0.03, "atol": 3e-4}),
+                                           ("adaptive(defaults)", {})])  # fmt: skip
+def test_recommend_usage_of_an_adaptive_sampler_runs_with_the_tables_tolerances(grid, options):
+    """An adaptive run of the table (grid ``adaptive(rtol=r)``: ``rtol = r``, ``atol = r/100``,
+    as ``benchmarks/exact_error.py`` ran it) is recommended with those tolerances, in Python and
+    as a ``--sampler`` config, with no ``--grid`` or ``--nfe`` (it picks its own steps)."""
+    import shlex
+
+    from scoresde.train_cli import add_train_parsers
+
+    code, command = usage_lines("dpm_solver_adaptive", grid, 66, None)
+    data = S.GaussianMixture(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), stds=0.5)
+    scope = {"S": S, "denoiser": data.denoiser(S.VPSDE(), "eps"), "shape": (3, 2)}
+    exec(code.strip(), scope)
+    assert scope["x"].shape == (3, 2) and torch.isfinite(scope["x"]).all()
+    expected = S.get_sampler("dpm_solver_adaptive", **options).to_config()
+    assert eval(re.search(r"S\.get_sampler\(.*?\)", code)[0], scope).to_config() == expected
+    parser = argparse.ArgumentParser()
+    add_train_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(shlex.split(command)[3:])
+    assert args.nfe is None and args.grid is None
+    assert S.get_sampler(json.loads(args.sampler)).to_config() == expected
 
 
 def test_recommend_errors_are_one_line_with_exit_status_2(tmp_path, capsys):

@@ -29,6 +29,15 @@ def test_er_sde_rejects_a_noise_scaler_with_negative_values():
         S.get_sampler("er_sde", noise_scaler=lambda r: r - 1.0)
 
 
+def test_er_sde_names_noise_scaler_when_it_fails_on_a_tensor():
+    """phi is called on a tensor of noise levels; a scalar-only function (math.sqrt) fails there,
+    and the error says so instead of torch's "only one element tensors can be converted"."""
+    import math
+
+    with pytest.raises(ValueError, match=r"noise_scaler must take a float64 tensor.*raised"):
+        S.get_sampler("er_sde", noise_scaler=lambda r: math.sqrt(r) * r)
+
+
 def test_er_sde_rejects_a_noise_scaler_that_gives_negative_noise_variance():
     # phi(rho)/rho = 1/rho grows as rho falls: rho_t^2 - rho_s^2 (phi_t/phi_s)^2 < 0
     with pytest.raises(ValueError, match="noise_scaler phi must have phi\\(rho\\)/rho"):

@@ -262,3 +262,28 @@ def test_nll_refuses_a_blocked_json_path_before_reading_anything(
     assert run(f"nll --ckpt /no/such.pt --json {json_path}") == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_sample_runs_an_adaptive_sampler_without_nfe(tmp_path, capsys):
+    """An adaptive sampler picks its own steps, so ``sample`` runs it without ``--nfe`` (its
+    tolerances come with ``--sampler`` as a config), gives what ``scoresde.sample`` gives with
+    ``n_steps`` omitted, and refuses an ``--nfe`` it cannot promise, saying what to do."""
+    import scoresde as S
+    from scoresde.checkpoint import load, load_denoiser
+
+    out = tmp_path / "ring"
+    run(f"train --data ring --toy-size 64 --batch-size 32 --steps 1 --out {out} --no-progress")
+    capsys.readouterr()
+    sampler = S.get_sampler("adaptive_sde", rel_tol=0.2, abs_tol=0.05)
+    cmd = ["sample", "--ckpt", out / "ema.pt", "--n", 6, "--seed", 3, "--sampler",
+           json.dumps(sampler.to_config())]  # fmt: skip
+    assert run([*cmd, "--out", tmp_path / "a.pt"]) == 0
+    printed = capsys.readouterr().out
+    den = load_denoiser(load(out / "ema.pt"))
+    expected = S.sample(sampler, den, shape=(6, 2), generator=torch.Generator().manual_seed(3),
+                        progress=False)  # fmt: skip
+    assert torch.equal(torch.load(tmp_path / "a.pt"), expected.x)
+    assert f"(adaptive steps, {expected.nfe} NFE measured" in printed
+    assert run([*cmd, "--nfe", 20, "--out", tmp_path / "b.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "is adaptive" in err and "leave --nfe out" in err

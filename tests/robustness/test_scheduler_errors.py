@@ -74,8 +74,10 @@ def test_the_adaptive_samplers_are_the_four_adaptive_integrators():
 @pytest.mark.parametrize("key", ADAPTIVE)
 def test_adaptive_samplers_are_refused_naming_fixed_step_alternatives(key):
     config = diffusers.DDPMScheduler(clip_sample=False).config
-    with pytest.raises(ValueError, match=rf"sampler '{key}' .*adaptive.*'pf_rk4'"):
+    with pytest.raises(ValueError, match=rf"sampler '{key}' .*adaptive.*'pf_rk4'") as err:
         ScoresdeScheduler.from_config(config, sampler=key)
+    # a stochastic one is also pointed to stochastic fixed-step samplers
+    assert ("stochastic: 'sde_dpm_solver_pp_2m'" in str(err.value)) is S.SAMPLERS[key].stochastic
 
 
 def test_options_with_a_sampler_instance_are_refused():

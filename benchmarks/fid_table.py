@@ -5,7 +5,6 @@ folder's caches (:mod:`benchmarks.fid_cache`) and returns them as rows of :data:
 
 from __future__ import annotations
 
-import ast
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from benchmarks.fid_cache import append_cell, load_features, read_cells, save_fe
 from benchmarks.fid_inputs import Model
 from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
 from scoresde.metrics import FeatureStats, fid, generated_features, rank_and_world
+from scoresde.recommend.tables import split_spec
 
 __all__ = ["ENDINGS", "SCORING_CONTEXT", "COLUMNS", "sampler_of", "cell_features", "ours",
            "fid_cell", "fid_table", "folder_rows"]  # fmt: skip
@@ -48,18 +48,9 @@ def sampler_of(spec: str) -> S.Sampler:
     """The sampler of a table row's name: a registry key, or ``key:option=value,...`` with
     Python literals as values (``adaptive_sde:rel_tol=0.2``, ``restart:K=1``); the name with its
     options is the row's label (and cache key). Raises ``ValueError`` naming the spec."""
-    key, _, rest = spec.partition(":")
+    key, options = split_spec(spec)
     if key not in S.SAMPLERS:
         raise ValueError(f"unknown sampler {key!r} in {spec!r}; registered: {sorted(S.SAMPLERS)}")
-    options = {}
-    for item in filter(None, rest.split(",")):
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"sampler spec {spec!r}: option {item!r} must be name=value")
-        try:
-            options[name.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            options[name.strip()] = value.strip()  # a bare string, e.g. solver=unipc
     return S.get_sampler(key, **options)
 
 

@@ -31,6 +31,7 @@ import sys
 
 from .exact_ranking import format_recommendation, recommend
 from .fid_ranking import FID_ENDINGS, format_fid_recommendation, recommend_fid
+from .tables import split_spec
 
 __all__ = ["usage_lines", "add_recommend_parser"]
 
@@ -71,18 +72,25 @@ def usage_lines(
             + (" --denoise-final" if denoise_final else "")
             + " --out samples.png",
         ]
+    key, options = split_spec(sampler)
+    if options:  # a table row run with options (``key:option=value,...``)
+        args = "".join(f", {k}={v!r}" for k, v in options.items())
+        sampler_code = f'S.get_sampler("{key}"{args})'
+        sampler_arg = shlex.quote(json.dumps({"name": key, "options": options}))
+    else:
+        sampler_code, sampler_arg = f'"{sampler}"', sampler
     default = grid.startswith("default")
     code = _GRID_CODE.get(grid)
     if grid == "optimized":
-        code = f"S.Optimized({sampler!r}, denoiser, shape=(16, *shape[1:]))"
+        code = f"S.Optimized({sampler_code}, denoiser, shape=(16, *shape[1:]))"
     grid_arg, note = (f", grid={code}", "") if code else ("", f"  # on the benchmark's {grid!r}")
     if default:
         note = ""
     steps = f", n_steps={n_steps}" if n_steps is not None else ""
     final = ", denoise_final=True" if denoise_final else ""
     return [
-        f'  x = S.sample("{sampler}", denoiser, shape=shape{grid_arg}{steps}{final}).x{note}',
-        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler}"
+        f"  x = S.sample({sampler_code}, denoiser, shape=shape{grid_arg}{steps}{final}).x{note}",
+        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler_arg}"
         + ("" if default else f" --grid {grid}")
         + f" --nfe {nfe}"
         + (" --denoise-final" if denoise_final else "")

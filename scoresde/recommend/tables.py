@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import math
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "check_budget",
     "int_or_none",
     "banner",
+    "split_spec",
 ]
 
 # the tables shipped with the package (copies of benchmarks/results/<run>/, see
@@ -131,3 +133,21 @@ def banner(partial: list[str]) -> list[str]:
         return []
     return [f"WARNING: partial benchmark table ({'; '.join(partial)}); this ranking is not the "
             "full benchmark's"]  # fmt: skip
+
+
+def split_spec(spec: str) -> tuple[str, dict]:
+    """``(key, options)`` of a table's sampler name: a registry key, or ``key:option=value,...``
+    with Python literals as values (a bare word is a string: ``restart:solver=unipc``), as
+    ``benchmarks/fid_vs_steps.py --samplers`` writes them. Raises ``ValueError`` naming the
+    spec for an option without ``=``."""
+    key, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"sampler spec {spec!r}: option {item!r} must be name=value")
+        try:
+            options[name.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[name.strip()] = value.strip()
+    return key, options

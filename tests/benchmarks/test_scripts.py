@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 
 import pytest
 import torch
@@ -360,7 +361,7 @@ def test_recommend_ends_with_a_sample_call_and_the_matching_command(tmp_path, ca
 
 
 @pytest.mark.parametrize("grid, code", [("karras", "S.Karras(7.0)"), ("uniform_lambda",
-                         "S.UniformLambda()"), ("optimized", "S.Optimized('unipc', denoiser")])  # fmt: skip
+                         "S.UniformLambda()"), ("optimized", 'S.Optimized("unipc", denoiser')])  # fmt: skip
 def test_recommend_usage_line_runs_as_python(grid, code):
     line = usage_lines("unipc", grid, 4, 4)[0].strip()
     assert code in line
@@ -635,3 +636,18 @@ def test_fid_table_takes_sampler_options_and_runs_an_adaptive_sampler_at_its_own
 def test_fid_table_sampler_spec_errors_name_the_spec(spec, match):
     with pytest.raises(ValueError, match=match):
         T.sampler_of(spec)
+
+
+def test_recommend_usage_of_a_row_run_with_options_builds_that_sampler():
+    """A table row named ``key:option=value,...`` (``fid_vs_steps.py --samplers``) is printed
+    as ``S.get_sampler(key, option=value)`` and as a JSON config for the command line."""
+    code, command = usage_lines("restart:K=1,restart_steps=2", "karras", 20, 8)
+    assert 'S.sample(S.get_sampler("restart", K=1, restart_steps=2), denoiser' in code
+    data = S.GaussianMixture(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), stds=0.5)
+    scope = {"S": S, "denoiser": data.denoiser(S.VPSDE(), "eps"), "shape": (3, 2)}
+    exec(code.strip(), scope)
+    assert scope["x"].shape == (3, 2) and torch.isfinite(scope["x"]).all()
+    config = shlex.split(command)[shlex.split(command).index("--sampler") + 1]
+    assert repr(S.get_sampler(json.loads(config))) == repr(
+        S.get_sampler("restart", K=1, restart_steps=2)
+    )

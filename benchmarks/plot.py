@@ -227,7 +227,6 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
     """FID vs measured NFE per sampler or peer, grid and ending (mean over seeds, bars from the
     lowest to the highest seed): scoresde solid, peers dashed, ending at ``t_min`` dotted
     (dash-dot for a peer), with the reference runs as horizontal lines."""
-    fig, ax = plt.subplots(figsize=(7.5, 5))
     groups: dict[tuple, dict[int, list[float]]] = {}
     for r in rows:
         if r.get("role") != "reference" and _finite(r.get("fid")) and isinstance(r.get("nfe"), int):
@@ -245,6 +244,9 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
         if len(groups) > 10
         else plt.rcParams["axes.prop_cycle"].by_key()["color"]
     )
+    many = len(groups) > 10  # then the legend goes beside the axes, and markers cycle too
+    fig, ax = plt.subplots(figsize=(11, 5.5) if many else (7.5, 5))
+    markers = "os^vDPX*" if many else "o"
     for i, ((peer, key, grid, ending), curve) in enumerate(groups.items()):
         nfes = sorted(curve)
         mean = [sum(curve[n]) / len(curve[n]) for n in nfes]
@@ -253,7 +255,8 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
         label = f"{key} on {grid}" if len(grids[key]) > 1 else key
         label += "" if ending == "denoise_final" else " (ends at t_min)"
         ax.errorbar(
-            nfes, mean, yerr=[low, high], marker="s" if peer else "o", ms=3, capsize=2,
+            nfes, mean, yerr=[low, high], marker="s" if peer else markers[i % len(markers)],
+            ms=4 if many else 3, capsize=2,
             label=label, ls=style[(peer, ending)], color=colors[i % len(colors)],
         )  # fmt: skip
     refs = [r for r in rows if r.get("role") == "reference" and _finite(r.get("fid"))]
@@ -268,7 +271,10 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
         "solid: scoresde, dashed: peers (their own code); dotted: ends at t_min", fontsize=8
     )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6.5, ncol=2)
+    if many:
+        ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

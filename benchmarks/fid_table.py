@@ -156,9 +156,9 @@ def fid_table(
     draws; rows with role ``peer``). A sampler is a registry key or ``key:option=value,...``
     (:func:`sampler_of`); an adaptive one (``nfe(1) is None``) picks its own steps, so it runs
     once per seed (row role ``adaptive``, no budget, its NFE the largest batch's). Each reference
-    sampler (paired with its
-    ``reference_steps``; one count serves all) runs at the first seed on ``UniformTime`` if it
-    is stochastic, else on its ``default_grid``, and ends with x0; 0 steps leave it out.
+    sampler (paired with its ``reference_steps``; one count serves all) runs at the first seed
+    on ``UniformTime`` if it is stochastic, else on its ``default_grid``, and ends with x0; 0
+    steps leave it out.
 
     With ``cache`` (a JSON-lines file), a cell whose key (its labels, ``n``, ``batch_size``,
     ``seed`` and ``context``, e.g. the hashes of the checkpoint and the reference statistics) is

@@ -15,7 +15,7 @@ grid's last time (``scoresde.reference_solution``, DOP853 at rtol = atol = 1e-10
 ``w = e^lambda`` at ``lambda = -inf``). Error of a sample: ``|x - x_ref|_2 / sqrt(d)``; the table
 gives the median over samples. Budgets are NFE: each sampler gets the largest step count whose
 measured NFE fits (a sampler whose step is not finite at ``alpha = 0`` takes its first step as
-the one-NFE ``lambda -> -inf`` limit, see ``scoresde.samplers.base.zero_snr_first_step``).
+the one-NFE ``lambda -> -inf`` limit, see ``scoresde.samplers.zero_snr.zero_snr_first_step``).
 
     python -m benchmarks.flow_error            # ~1 min on one CPU thread
 """

@@ -8,7 +8,6 @@ below; the registry-wide contract and convergence tests pick it up.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +35,6 @@ from .base import (
     all_finite,
     option_from_config,
     run_callback,
-    zero_snr_first_step,
 )
 from .dpm_solver_multistep import (
     DDIM,
@@ -62,6 +60,7 @@ from .sa_solver import SASolver
 from .sde_dpm_solver import SDEDPMSolver1, SDEDPMSolverPP2M, SDEDPMSolverPP3M
 from .sde_dpm_solver_singlestep import DPM2Ancestral, DPMSolverPP2SAncestral, DPMSolverPPSDE
 from .unipc import PLMS, PNDM, UniPC
+from .zero_snr import shifted_callback, zero_snr_first_step, zero_snr_run_times
 
 __all__ = [
     "SAMPLERS",
@@ -301,7 +300,7 @@ def sample(
         # is not finite there start with the lambda -> -inf limit of a first-order step
         first, stop, run_ts = None, False, ts
         if not sampler.zero_snr_start and float(sde.alpha(ts[0])) == 0.0:
-            run_ts = _zero_snr_run_times(sampler, sde, ts)
+            run_ts = zero_snr_run_times(sampler, sde, ts)
             first = zero_snr_first_step(sampler, denoiser, sde, run_ts, x, noise)
             if callback is not None and run_ts is ts:
                 info = StepInfo(0, float(ts[0]), float(ts[1]), first, denoiser.last.x0)
@@ -322,7 +321,7 @@ def sample(
             x, trajectory, stats = sampler.run(
                 denoiser, sde, run_ts[1:], first, noise=noise, progress=progress,
                 save_trajectory=save_trajectory,
-                callback=None if callback is None else _shifted(callback, inner, float(ts[0])),
+                callback=None if callback is None else shifted_callback(callback, inner, float(ts[0])),
             )  # fmt: skip
             if trajectory is not None:
                 trajectory = torch.cat([x_T[None], trajectory[inner:]])
@@ -356,36 +355,6 @@ def _check_memory(name: str, n_steps: int, bytes_per_step: int, what: str) -> No
             f"({bytes_per_step} bytes per step), more than this machine's "
             f"{ram / 2**30:.3g} GiB of memory; use fewer steps"
         )
-
-
-# alpha/sigma at which an adaptive sampler's zero-SNR limit step ends: that step's error is
-# O((alpha/sigma)^2) = 1e-6 relative, below what the samplers' tolerances control
-_ADAPTIVE_ZERO_SNR_END = 1e-3
-
-
-def _zero_snr_run_times(sampler: Sampler, sde: SDE, ts: Tensor) -> Tensor:
-    """The times a run from ``alpha(ts[0]) = 0`` takes: ``ts``, whose first interval is the
-    ``lambda -> -inf`` limit step; for an adaptive sampler, which controls its error only from
-    where it starts (and by default has one output interval, ``T -> t_min``), ``ts`` with a time
-    inserted where ``alpha/sigma = 1e-3``, so that the limit step is short and the sampler
-    takes the rest of the first interval with its own steps."""
-    lam = math.log(_ADAPTIVE_ZERO_SNR_END)
-    if sampler.nfe(1) is not None or float(sde.lambda_(ts[1])) <= lam:
-        return ts
-    t_a = torch.as_tensor(sde.inverse_lambda(lam), dtype=ts.dtype).reshape(1)
-    return torch.cat([ts[:1], t_a, ts[1:]])
-
-
-def _shifted(callback, inner: int, t0: float):
-    """The callback of a run after the zero-terminal-SNR limit step: that run's steps are the
-    driver's steps from 1 on, or (``inner``: an adaptive sampler's run from a time inserted in
-    the first interval) the driver's steps, the first reported from ``t0``."""
-
-    def shifted(info: StepInfo):
-        i, t = info.i + 1 - inner, t0 if inner and info.i == 0 else info.t
-        return callback(StepInfo(i, t, info.t_next, info.x, info.x0))
-
-    return shifted
 
 
 def _initial_state(sde, shape, x_T, generator, device, dtype) -> Tensor:

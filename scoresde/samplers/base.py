@@ -28,7 +28,7 @@ from ..sde import SDE
 
 __all__ = [
     "Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule", "Interrupt",
-    "run_callback", "zero_snr_first_step", "tolerance_floor", "all_finite",
+    "run_callback", "tolerance_floor", "all_finite",
 ]  # fmt: skip
 
 # Tolerances of adaptive solvers are floored at this many units of roundoff of the state's dtype:
@@ -183,7 +183,7 @@ class Sampler(ABC):
         zero_snr_start: whether ``step`` itself is finite from a first grid time where
             ``alpha = 0`` (zero terminal SNR, rectified flow). Otherwise :func:`scoresde.sample`
             takes that first step as the exact ``lambda -> -inf`` limit of a first-order step
-            (see :func:`zero_snr_first_step`) and the sampler continues from ``ts[1]``.
+            (see :func:`scoresde.samplers.zero_snr.zero_snr_first_step`) and the sampler continues from ``ts[1]``.
         default_grid: the :class:`~scoresde.grids.TimeGrid` that :func:`scoresde.sample` (and
             the CLI and the demo) use when no ``grid`` is given. The base default is
             ``UniformTime()``: DDIM's best grid on our exact problems (it beats logSNR-uniform,
@@ -418,28 +418,3 @@ class AffineStep(Sampler):
         if c_z is not None:
             x_next = x_next.add_(noise(ts[i], ts[i + 1], x), alpha=c_z[i])
         return x_next, state
-
-
-def zero_snr_first_step(
-    sampler: Sampler, denoiser: Denoiser, sde: SDE, ts: Tensor, x: Tensor, noise: NoiseSource
-) -> Tensor:
-    r"""The first step from ``t_0`` with ``alpha(t_0) = 0`` (``lambda_0 = -inf``) to ``t_1``.
-
-    There ``x`` is pure noise and the model's ``x0`` is its only information about the data.
-    Every exponential integrator's step from ``lambda_s = -inf`` tends to the same limit: with
-    ``h = inf`` the eps-form ``(alpha_t/alpha_s) x_s - sigma_t (e^h - 1) eps`` and the data-form
-    ``(sigma_t/sigma_s) x_s - alpha_t (e^{-h} - 1) x0`` both become DDIM's
-    ``x_1 = alpha_1 x0 + sigma_1 eps`` (``eps = x_0 / sigma_0``), and their multistep history
-    points at ``lambda = -inf`` get zero weight (``h_prev / h = inf``). For a stochastic sampler
-    the limit of the ancestral (DDPM posterior) step is ``x_1 = alpha_1 x0 + sigma_1 z`` with
-    fresh noise ``z``: the posterior forgets ``x_0`` except through ``x0`` (Lin et al. 2024,
-    Sec. 3.3, sample from the last timestep). One network call.
-    """
-    t0, t1 = ts[0].to(x.device), ts[1].to(x.device)
-    pred = denoiser.predict(x, t0)
-    alpha1 = sde.alpha(t1).to(x.dtype)
-    sigma1 = sde.sigma(t1).to(x.dtype)
-    if sampler.stochastic:
-        ts_f = ts.tolist()
-        return alpha1 * pred.x0 + sigma1 * noise(ts_f[0], ts_f[1], x)
-    return alpha1 * pred.x0 + sigma1 * pred.eps

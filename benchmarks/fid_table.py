@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 import scoresde as S
-from benchmarks.exact_error import GRIDS, steps_for_budget
+from benchmarks.exact_error import GRIDS, is_adaptive, steps_for_budget
 from benchmarks.fid_cache import append_cell, load_features, read_cells, save_features
 from benchmarks.fid_inputs import Model
 from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
@@ -181,7 +181,7 @@ def fid_table(
     rows = []
     done = read_cells(cache)
     sample_context = {k: v for k, v in (context or {}).items() if k not in SCORING_CONTEXT}
-    adaptive = [k for k in samplers if sampler_of(k).nfe(1) is None]
+    adaptive = [k for k in samplers if is_adaptive(sampler_of(k))]
     cells = [
         (role, key, b, s)
         for b in nfes
@@ -202,13 +202,13 @@ def fid_table(
             if role == "reference":
                 n_steps, budget = budget, None
                 grid_obj = S.UniformTime() if sampler.stochastic else sampler.default_grid
-            elif role == "adaptive":  # output times t_max -> t_min; the solver picks its steps
-                n_steps = 1
-                grid_obj = sampler.default_grid if grid == "default" else GRIDS[grid]()
             else:
-                paid = budget - (cell_ending == "denoise_final")
-                n_steps = steps_for_budget(sampler, paid) if paid > 0 else None
                 grid_obj = sampler.default_grid if grid == "default" else GRIDS[grid]()
+                if role == "adaptive":  # output times t_max -> t_min; it picks its own steps
+                    n_steps = 1
+                else:
+                    paid = budget - (cell_ending == "denoise_final")
+                    n_steps = steps_for_budget(sampler, paid) if paid > 0 else None
             default = grid == "default" or role == "reference"
             grid_name = f"default: {grid_obj!r}" if default else grid
             if isinstance(grid_obj, S.UniformTime) and role == "reference":

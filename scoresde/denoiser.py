@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .corrections import X0Correction
-from .parameterization import Parameterization, from_x0_eps, to_eps, to_x0
+from .parameterization import Parameterization, derivatives_for, from_x0_eps, to_eps, to_x0
 from .sde import SDE
 from .utils import as_time, check_bool, check_real, describe, expand_to
 
@@ -155,7 +155,7 @@ class TimePoint:
         if parameterization is not Parameterization.FLOW:
             return None, None
         if self._d is None:
-            self._d = self._schedule("d_alpha"), self._schedule("d_sigma")
+            self._d = derivatives_for(parameterization, self._sde, self.t, self._like)
         return self._d
 
     def affine(self, parameterization: Parameterization):

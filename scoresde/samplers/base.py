@@ -28,7 +28,7 @@ from ..sde import SDE
 
 __all__ = [
     "Sampler", "AffineStep", "SampleResult", "StepInfo", "GridSchedule", "Interrupt",
-    "run_callback", "tolerance_floor", "all_finite",
+    "run_callback", "tolerance_floor", "all_finite", "weighted_sum",
 ]  # fmt: skip
 
 # Tolerances of adaptive solvers are floored at this many units of roundoff of the state's dtype:
@@ -94,7 +94,7 @@ class _FiniteWatch:
     def push(self, window: list[Tensor], i: int) -> None:
         """Check the states ``window`` of steps ``i + 1 - len(window) .. i``."""
         x = window[-1]
-        finite = torch.isfinite(x.sum(dtype=torch.promote_types(x.dtype, torch.float32)))
+        finite = _finite_sum(x)
         if x.device.type != "cuda":
             if not bool(finite):
                 self._verify(window, i)
@@ -183,7 +183,8 @@ class Sampler(ABC):
         zero_snr_start: whether ``step`` itself is finite from a first grid time where
             ``alpha = 0`` (zero terminal SNR, rectified flow). Otherwise :func:`scoresde.sample`
             takes that first step as the exact ``lambda -> -inf`` limit of a first-order step
-            (see :func:`scoresde.samplers.zero_snr.zero_snr_first_step`) and the sampler continues from ``ts[1]``.
+            (see :func:`scoresde.samplers.zero_snr.zero_snr_first_step`) and the sampler
+            continues from ``ts[1]``.
         default_grid: the :class:`~scoresde.grids.TimeGrid` that :func:`scoresde.sample` (and
             the CLI and the demo) use when no ``grid`` is given. The base default is
             ``UniformTime()``: DDIM's best grid on our exact problems (it beats logSNR-uniform,
@@ -269,9 +270,9 @@ class Sampler(ABC):
         sync in the loop (on a GPU the answer is read asynchronously, see :class:`_FiniteWatch`).
         The states since the last check are kept, so a failed check finds the first non-finite
         one and names its step; a diverging run stops within ``FINITE_CHECK_EVERY`` steps on the
-        CPU (within two windows on a GPU) instead of spending the rest. After each step the ``callback`` may replace the
-        state (then :meth:`replace_state` updates the sampler's state) or stop the run
-        (``stats["interrupted_at"]``).
+        CPU (within two windows on a GPU) instead of spending the rest. After each step the
+        ``callback`` may replace the state (then :meth:`replace_state` updates the sampler's
+        state) or stop the run (``stats["interrupted_at"]``).
         """
         n = ts.numel() - 1
         state = self.init(denoiser, sde, ts, x)
@@ -315,8 +316,24 @@ def all_finite(x: Tensor) -> bool:
     boolean copy of the state (``isfinite(x).all()`` costs ~10x more on the CPU). The sum
     accumulates in float32 or better (a float16 sum of many entries overflows); a sum that
     overflows on finite entries falls back to the entry-wise test, so the answer is exact."""
-    total = x.sum(dtype=torch.promote_types(x.dtype, torch.float32))
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
+    return bool(_finite_sum(x)) or bool(torch.isfinite(x).all())
+
+
+def _finite_sum(x: Tensor) -> Tensor:
+    """Whether the sum of ``x`` (in float32 or better) is finite, as a device bool tensor (no
+    host sync): the one reduction of :func:`all_finite` and of the driver's check."""
+    return torch.isfinite(x.sum(dtype=torch.promote_types(x.dtype, torch.float32)))
+
+
+def weighted_sum(
+    x: Tensor, a: float, b: Sequence[float], terms: Sequence[Tensor], k: int
+) -> Tensor:
+    """``a x + sum_{j < k} b[j] terms[j]`` for Python-float weights, in one new tensor with
+    fused adds: the update of every linear multistep and Runge–Kutta stage."""
+    out = x * a
+    for j in range(k):
+        out.add_(terms[j], alpha=b[j])
+    return out
 
 
 def config_value(name: str, value: Any) -> Any:

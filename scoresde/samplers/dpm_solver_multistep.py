@@ -27,7 +27,7 @@ from torch import Tensor
 from ..denoiser import TimePoint
 from ..grids import UniformTime
 from ..utils import check_real
-from .base import GridSchedule, Sampler
+from .base import GridSchedule, Sampler, weighted_sum
 from .lambda_space import (
     check_lower_order_final,
     lowered_orders,
@@ -86,10 +86,7 @@ class _Multistep(Sampler):
     def step(self, denoiser, sde, ts, i, x, state, noise):
         m = model_output(denoiser, x, state.t[i], self.prediction)
         history = (m, *state.history)
-        c = state.c[i]
-        x_next = x * state.a[i]
-        for j in range(state.orders[i]):
-            x_next.add_(history[j], alpha=c[j])
+        x_next = weighted_sum(x, state.a[i], state.c[i], history, state.orders[i])
         return x_next, state._replace(history=history[: type(self).order - 1])
 
 

@@ -18,7 +18,14 @@ from tqdm.auto import tqdm
 
 from ..denoiser import TimePoint
 from ..utils import check_bool, check_int, check_real
-from .base import GridSchedule, Sampler, StepInfo, run_callback, tolerance_floor
+from .base import (
+    GridSchedule,
+    Sampler,
+    StepInfo,
+    run_callback,
+    tolerance_floor,
+    weighted_sum,
+)
 from .lambda_space import (
     SINGLESTEP_RATIOS,
     Tableau,
@@ -96,14 +103,6 @@ class _Singlestep(Sampler):
         return _run_stages(denoiser, tab, i, x, self.prediction)[0], state
 
 
-def _combine(x: Tensor, a: float, b: list[float], ms: list[Tensor], r: int) -> Tensor:
-    """``a x + sum_{j < r} b[j] ms[j]``."""
-    u = x * a
-    for j in range(r):
-        u.add_(ms[j], alpha=b[j])
-    return u
-
-
 def _run_stages(denoiser, tab: PreparedTableau, i: int, x: Tensor, prediction: str, ms=()):
     """All stages of step ``i`` of ``tab`` and its final update; ``ms`` are model outputs already
     known (reused by the adaptive solver after a rejected step). Returns ``(x_next, ms)``."""
@@ -111,9 +110,9 @@ def _run_stages(denoiser, tab: PreparedTableau, i: int, x: Tensor, prediction: s
     K, a, b = tab.stages, tab.a[i], tab.b[i]
     for r in range(K):
         if len(ms) == r:
-            u = x if r == 0 else _combine(x, a[r - 1], b[r - 1], ms, r)
+            u = x if r == 0 else weighted_sum(x, a[r - 1], b[r - 1], ms, r)
             ms.append(model_output(denoiser, u, tab.t[i][r], prediction))
-    return _combine(x, a[K - 1], b[K - 1], ms, K), ms
+    return weighted_sum(x, a[K - 1], b[K - 1], ms, K), ms
 
 
 class DPMSolver2S(_Singlestep):

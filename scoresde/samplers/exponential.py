@@ -44,7 +44,7 @@ import torch
 
 from ..grids import UniformTime
 from ..sde import DiscreteVPSDE
-from .base import GridSchedule, Sampler
+from .base import GridSchedule, Sampler, weighted_sum
 from .lambda_space import check_lower_order_final, geometric_orders
 
 __all__ = ["DEIS1", "DEIS2", "DEIS3"]
@@ -170,11 +170,7 @@ class _DEIS(Sampler):
         eps = denoiser.predict(x, state["t"][i]).eps
         history = [eps, *state["eps"][: self.deis_order - 1]]
         state["eps"] = history
-        C = state["C"][i]
-        x = x * state["a"][i]
-        for j in range(state["orders"][i]):
-            x.add_(history[j], alpha=C[j])
-        return x, state
+        return weighted_sum(x, state["a"][i], state["C"][i], history, state["orders"][i]), state
 
 
 class DEIS1(_DEIS):

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..grids import Karras, UniformTime
-from .base import GridSchedule, Sampler
+from .base import GridSchedule, Sampler, weighted_sum
 from .lambda_space import check_lower_order_final, geometric_orders
 
 __all__ = ["UniPC", "PNDM", "PLMS"]
@@ -213,14 +213,10 @@ class UniPC(Sampler):
         if i > 0 and not state.pop("replaced", False):
             # UniC for step i - 1: correct x at t_i with the evaluation just made at it
             c = state["corr"][i - 1]
-            x = (state["x_prev"] * c[0]).add_(m_new, alpha=c[1])
-            for j in range(state["orders"][i - 1]):
-                x.add_(m[j], alpha=c[2 + j])
+            x = weighted_sum(state["x_prev"], c[0], c[1:], [m_new, *m], 1 + state["orders"][i - 1])
         m = [m_new, *m[: self.solver_order - 1]]
         w = state["pred"][i]
-        x_next = x * w[0]
-        for j in range(state["orders"][i]):
-            x_next.add_(m[j], alpha=w[1 + j])
+        x_next = weighted_sum(x, w[0], w[1:], m, state["orders"][i])
         state["m"], state["x_prev"] = m, x
         return x_next, state
 
@@ -280,9 +276,7 @@ class _PseudoLinearMultistep(Sampler):
         e = [eps, *state["eps"][:3]]
         state["eps"] = e
         coef = _AB[min(4, len(e))]
-        e_prime = e[0] * coef[0]
-        for j in range(1, len(coef)):
-            e_prime.add_(e[j], alpha=coef[j])
+        e_prime = weighted_sum(e[0], coef[0], coef[1:], e[1:], len(coef) - 1)
         return (x * state["a"][i]).add_(e_prime, alpha=state["b"][i]), state
 
     @abstractmethod

@@ -25,16 +25,58 @@ import numpy as np
 
 from scoresde.metrics import FeatureStats, fid
 
+REPS = 20  # redraws per cell: the sd's own relative error is about 1/sqrt(2 (REPS - 1)), 16 %
+
+
+class RowSpaceFID:
+    r"""FID against fixed reference statistics of the rows ``idx`` (with repeats) of one
+    cell's ``features`` ``(n, d)``, computed in the ``n``-dimensional row space.
+
+    With the chosen rows centred, :math:`X_c`, the non-zero eigenvalues of
+    :math:`\Sigma_2^{1/2}\Sigma_1\Sigma_2^{1/2}` are those of the Gram matrix
+    :math:`X_c\Sigma_2X_c^\top/(n-1)`, and every such Gram matrix, the traces and the mean term
+    are entry-wise selections from :math:`X\Sigma_2X^\top`, :math:`XX^\top` and
+    :math:`X(\mu_2 - \bar x)`, computed once. A call is then one symmetric ``n x n``
+    eigensolve instead of ``d x d`` ones: 0.3 s against 6 s at n = 1000, d = 2048. All rows
+    (``idx=None``) give :func:`scoresde.metrics.fid` to round-off (tested).
+    """
+
+    def __init__(self, features, reference: FeatureStats):
+        x = np.asarray(features, np.float64)
+        mean = x.mean(0)
+        x = x - mean  # FID is shift-invariant; centring keeps the Gram matrices well scaled
+        self.dmu = np.asarray(reference.mu, np.float64) - mean
+        sigma2 = np.asarray(reference.sigma, np.float64)
+        self.k, self.p, self.proj = x @ sigma2 @ x.T, x @ x.T, x @ self.dmu
+        self.trace2 = float(np.trace(sigma2))
+        self.n = len(x)
+
+    def __call__(self, idx: np.ndarray | None = None) -> float:
+        idx = np.arange(self.n) if idx is None else np.asarray(idx)
+        n = len(idx)
+        k = self.k[np.ix_(idx, idx)]
+        a = k.mean(1)  # x_j Sigma_2 m' for the rows' mean m'
+        g = (k - a[:, None] - a[None, :] + a.mean()) / (n - 1)
+        p = self.p[np.ix_(idx, idx)]
+        mean_sq = p.mean()  # |m'|^2
+        trace1 = (np.trace(p) - n * mean_sq) / (n - 1)
+        mu_term = mean_sq - 2.0 * self.proj[idx].mean() + self.dmu @ self.dmu
+        root_trace = np.sqrt(np.clip(np.linalg.eigvalsh(g), 0.0, None)).sum()
+        return float(mu_term + trace1 + self.trace2 - 2.0 * root_trace)
+
 
 def bootstrap_fid(
-    features: np.ndarray, reference: FeatureStats, *, reps: int, seed: int = 0
+    features, reference: FeatureStats, *, reps: int = REPS, seed: int = 0
 ) -> np.ndarray:
     """FID of ``reps`` redraws (with replacement) of the rows of ``features`` ``(n, d)``."""
+    score = RowSpaceFID(features, reference)
     rng = np.random.default_rng(seed)
-    n = len(features)
-    return np.array(
-        [fid(FeatureStats.of(features[rng.integers(0, n, n)]), reference) for _ in range(reps)]
-    )
+    return np.array([score(rng.integers(0, score.n, score.n)) for _ in range(reps)])
+
+
+def fid_sd(features, reference: FeatureStats, *, reps: int = REPS, seed: int = 0) -> float:
+    """The bootstrap standard deviation of a cell's FID: its sampling noise at its ``n``."""
+    return float(bootstrap_fid(features, reference, reps=reps, seed=seed).std(ddof=1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

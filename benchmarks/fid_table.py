@@ -15,6 +15,7 @@ from torch import Tensor
 
 import scoresde as S
 from benchmarks.exact_error import GRIDS, is_adaptive, steps_for_budget
+from benchmarks.fid_bootstrap import fid_sd
 from benchmarks.fid_cache import append_cell, load_features, read_cells, save_features
 from benchmarks.fid_inputs import Model
 from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
@@ -22,7 +23,7 @@ from scoresde.metrics import FeatureStats, fid, generated_features, rank_and_wor
 from scoresde.recommend.tables import split_spec
 
 __all__ = ["ENDINGS", "SCORING_CONTEXT", "COLUMNS", "sampler_of", "cell_features", "ours",
-           "fid_cell", "fid_table", "folder_rows"]  # fmt: skip
+           "fid_cell", "fid_table", "folder_rows", "fill_fid_sd"]  # fmt: skip
 
 ENDINGS = ("denoise_final", "t_min")
 # context entries that change a cell's score but not its samples (its features are reused)
@@ -38,6 +39,7 @@ COLUMNS = [
     "nfe",
     "n_steps",
     "fid",
+    "fid_sd",
     "n_samples",
     "time_s",
     "note",
@@ -167,6 +169,10 @@ def fid_table(
     generated features are kept there (:mod:`benchmarks.fid_cache`) under its key without the
     ``context`` entries in :data:`SCORING_CONTEXT`, and a cell whose features are there is
     scored from them without sampling (e.g. against other reference statistics).
+
+    Each scored row carries ``fid_sd``, the bootstrap standard deviation of its FID over
+    redraws of its features (:func:`benchmarks.fid_bootstrap.fid_sd`): its sampling noise at
+    ``n``, the error bar of a one-seed cell.
     """
     if ending not in ENDINGS:
         raise ValueError(f"ending must be one of {ENDINGS}; got {ending!r}")
@@ -180,7 +186,6 @@ def fid_table(
                          f"{ref_keys}; got {ref_steps}")  # fmt: skip
     rows = []
     done = read_cells(cache)
-    sample_context = {k: v for k, v in (context or {}).items() if k not in SCORING_CONTEXT}
     adaptive = [k for k in samplers if is_adaptive(sampler_of(k))]
     cells = [
         (role, key, b, s)
@@ -225,7 +230,7 @@ def fid_table(
             continue
         keyed = {**label, "n_steps": n_steps, "n": n, "batch_size": batch_size}
         cell_key = json.dumps({**keyed, "context": context or {}}, sort_keys=True)
-        feature_key = json.dumps({**keyed, "context": sample_context}, sort_keys=True)
+        feature_key = _feature_key(cell_key)
         if cell_key in done:
             rows.append({"family": family, **done[cell_key]})
             log(
@@ -247,7 +252,8 @@ def fid_table(
                     save_features(features, feature_key, *stored)
             feats, nfe, seconds = stored
             row = {**label, "family": family, "nfe": nfe, "n_steps": n_steps,
-                   "fid": fid(FeatureStats.of(feats), reference), "n_samples": n,
+                   "fid": fid(FeatureStats.of(feats), reference),
+                   "fid_sd": fid_sd(feats, reference), "n_samples": n,
                    "time_s": seconds}  # fmt: skip
         except (FloatingPointError, ValueError) as err:
             row = {**label, "family": family, "n_steps": n_steps,
@@ -276,3 +282,35 @@ def folder_rows(cache: Path, context: dict, n: int) -> list[dict]:
             peer = row.get("role") == "peer" and row.get("sampler") in PEERS
             rows.append({"family": PEERS[row["sampler"]].family if peer else "scoresde", **row})
     return rows
+
+
+def _feature_key(cell_key: str) -> str:
+    """The key of a cell's kept features: its cell key without the :data:`SCORING_CONTEXT`."""
+    keyed = json.loads(cell_key)
+    keyed["context"] = {k: v for k, v in keyed["context"].items() if k not in SCORING_CONTEXT}
+    return json.dumps(keyed, sort_keys=True)
+
+
+def fill_fid_sd(
+    cache: Path, features: Path, context: dict, n: int, reference: FeatureStats,
+    log: Callable[[str], None] = print,
+) -> int:  # fmt: skip
+    """Give ``fid_sd`` to every scored cell of ``cache`` with this ``context`` and ``n`` that
+    lacks it (cells from before the column) and whose features are kept in ``features``,
+    appending the completed rows; returns how many were filled."""
+    context = json.loads(json.dumps(context, sort_keys=True))
+    filled = 0
+    for cell_key, row in read_cells(cache).items():
+        k = json.loads(cell_key)
+        if k.get("context") != context or k.get("n") != n or row.get("fid") is None:
+            continue
+        if row.get("fid_sd") is not None:
+            continue
+        stored = load_features(features, _feature_key(cell_key))
+        if stored is None:
+            continue
+        row = {**row, "fid_sd": fid_sd(stored[0], reference)}
+        append_cell(cache, cell_key, row)
+        filled += 1
+        log(f"error bar of {row['sampler']} nfe<={row.get('nfe_budget')}: ±{row['fid_sd']:.2f}")
+    return filled

@@ -6,7 +6,8 @@ drawn through ``scoresde.sample`` from the same prior draws (batch ``b`` is seed
 ``(seed, b)``, so every sampler starts from the same ``x_T`` and stochastic samplers get the same
 noise streams), mapped to ``[0, 1]``, and scored by FID against the statistics of the first
 ``--ref-n`` MNIST training images (cached as ``.npz`` under ``--cache-dir``). Each cell runs at
-every ``--seeds`` seed (the tables give mean ± standard deviation) and ends as ``--ending`` says
+every ``--seeds`` seed (the tables give mean ± standard deviation; a one-seed cell's ± is the
+bootstrap standard deviation over its features, ``fid_sd``) and ends as ``--ending`` says
 (``denoise_final`` by default: the model's x0 at ``t_min``, its call paid from the budget).
 ``--peers`` adds diffusers' schedulers and k-diffusion's samplers run through their own code on
 the same checkpoint, prior draws, ending and NFE count (:mod:`benchmarks.fid_peers`). Long runs of
@@ -31,7 +32,8 @@ there, keyed by everything that determines them (checkpoint, Inception and refer
 hashes, sampler, grid, ending, steps, n, batch size, seed), so a run that is stopped resumes
 where it was with the same command. The generated features of each cell are kept in
 ``fid_cells/`` there (:mod:`benchmarks.fid_cache`), so scoring the same cells against other
-reference statistics (another ``--ref-n``) reads them instead of sampling.
+reference statistics (another ``--ref-n``) reads them instead of sampling. Each run first gives
+``fid_sd`` to the folder's cells that lack it, from their kept features.
 
 This module is the command line; the cells run in :mod:`benchmarks.fid_table`, the checkpoint,
 images and reference statistics load in :mod:`benchmarks.fid_inputs`.
@@ -54,7 +56,14 @@ from benchmarks.exact_error import GRIDS
 from benchmarks.fid_inputs import load_checkpoint, read_mnist_images, reference_stats
 from benchmarks.fid_peers import PEERS, check_peers
 from benchmarks.fid_summary import summary
-from benchmarks.fid_table import COLUMNS, ENDINGS, fid_table, folder_rows, sampler_of
+from benchmarks.fid_table import (
+    COLUMNS,
+    ENDINGS,
+    fid_table,
+    fill_fid_sd,
+    folder_rows,
+    sampler_of,
+)
 from scoresde.metrics import InceptionFeatures, file_sha256, rank_and_world
 
 NFES = (5, 10, 20, 50)
@@ -212,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def write_table(rows: list[dict]) -> None:
         from benchmarks.plot import plot_fid
 
-        rows = folder_rows(folder / "fid_vs_steps.cells.jsonl", context, args.n) or rows
+        rows = folder_rows(cache, context, args.n) or rows
         write_tsv(folder / "fid_vs_steps.tsv", rows, COLUMNS)
         plot_fid(rows, folder / "fid_vs_steps.png")
         (folder / "fid_vs_steps.md").write_text(summary(rows) + "\n")
@@ -222,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inception_sha256": extractor.sha256,
         "reference": f"mnist train[0:{args.ref_n}]",
     }
+    cache = folder / "fid_vs_steps.cells.jsonl"
+    if rank == 0 and fill_fid_sd(cache, folder / "fid_cells", context, args.n, reference, log):
+        write_table([])
     rows = fid_table(
         model,
         extractor,
@@ -238,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ending=args.ending,
         peers=peers,
         log=log,
-        cache=folder / "fid_vs_steps.cells.jsonl",
+        cache=cache,
         features=folder / "fid_cells",
         context=context,
         on_row=write_table if rank == 0 else None,

@@ -223,56 +223,120 @@ def plot_sw(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def plot_fid(rows: list[dict], path: Path) -> Path:
-    """FID vs measured NFE per sampler or peer, grid and ending (mean over seeds, bars from the
-    lowest to the highest seed): scoresde solid, peers dashed, ending at ``t_min`` dotted
-    (dash-dot for a peer), with the reference runs as horizontal lines."""
-    groups: dict[tuple, dict[int, list[float]]] = {}
+def _fid_points(
+    rows: list[dict], x: str = "nfe"
+) -> dict[tuple, dict[int, tuple[float, float, float]]]:
+    """``{(peer, sampler, grid, ending): {x: (fid, below, above)}}`` with ``x`` the measured
+    ``nfe`` or the ``nfe_budget``: the mean over seeds with bars to the lowest and highest seed,
+    or one seed's FID with its bootstrap ``fid_sd``."""
+    groups: dict[tuple, dict[int, list[dict]]] = {}
     for r in rows:
-        if r.get("role") != "reference" and _finite(r.get("fid")) and isinstance(r.get("nfe"), int):
+        if (
+            r.get("role") in ("cell", "peer")
+            and _finite(r.get("fid"))
+            and isinstance(r.get(x), int)
+        ):
             key = (r.get("role") == "peer", r["sampler"], r.get("grid", ""),
                    r.get("ending") or "t_min")  # fmt: skip
-            groups.setdefault(key, {}).setdefault(r["nfe"], []).append(r["fid"])
+            groups.setdefault(key, {}).setdefault(r[x], []).append(r)
+    out = {}
+    for key, curve in groups.items():
+        out[key] = {}
+        for nfe, rs in sorted(curve.items()):
+            fids = [r["fid"] for r in rs]
+            mean = sum(fids) / len(fids)
+            sd = rs[0].get("fid_sd") if len(rs) == 1 and _finite(rs[0].get("fid_sd")) else None
+            low, high = (sd, sd) if sd is not None else (mean - min(fids), max(fids) - mean)
+            out[key][nfe] = (mean, low, high)
+    return out
+
+
+def _fid_family(peer: bool, sampler: str, family: str) -> str:
+    """The curve a cell belongs to in the best-per-budget panel."""
+    if peer:
+        return family
+    from benchmarks.fid_table import sampler_of
+
+    try:
+        return "scoresde stochastic" if sampler_of(sampler).stochastic else "scoresde ODE"
+    except ValueError:
+        return "scoresde"
+
+
+def plot_fid(rows: list[dict], path: Path) -> Path:
+    """FID vs NFE. Left: the best cell within each NFE budget of each family (scoresde ODE and
+    stochastic samplers solid, each peer library dashed), ending with x0, each point named.
+    Right: every sampler or peer, grid and ending: scoresde solid, peers dashed, ending at
+    ``t_min`` dotted (dash-dot for a peer), at the measured NFE. Bars: the bootstrap sd of a one-seed cell
+    (``fid_sd``), else the lowest to the highest seed. The reference runs are horizontal
+    lines."""
+    points = _fid_points(rows)
+    family_of = {r["sampler"]: r.get("family") or "scoresde" for r in rows}
     grids: dict[str, set] = {}
-    for _, key, grid, _ in groups:
+    for _, key, grid, _ in points:
         grids.setdefault(key, set()).add(grid)
     style = {(False, "denoise_final"): "-", (False, "t_min"): ":", (True, "denoise_final"): "--",
              (True, "t_min"): "-."}  # fmt: skip
-    # more curves than the default 10-colour cycle: tab20, so no two curves share a colour
-    colors = (
-        plt.cm.tab20.colors
-        if len(groups) > 10
-        else plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    )
-    many = len(groups) > 10  # then the legend goes beside the axes, and markers cycle too
-    fig, ax = plt.subplots(figsize=(11, 5.5) if many else (7.5, 5))
+    many = len(points) > 10
+    colors = plt.cm.tab20.colors if many else plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (best_ax, ax) = plt.subplots(1, 2, figsize=(17, 6.5) if many else (13, 5))
     markers = "os^vDPX*" if many else "o"
-    for i, ((peer, key, grid, ending), curve) in enumerate(groups.items()):
+    for i, ((peer, key, grid, ending), curve) in enumerate(points.items()):
         nfes = sorted(curve)
-        mean = [sum(curve[n]) / len(curve[n]) for n in nfes]
-        low = [m - min(curve[n]) for m, n in zip(mean, nfes, strict=True)]
-        high = [max(curve[n]) - m for m, n in zip(mean, nfes, strict=True)]
         label = f"{key} on {grid}" if len(grids[key]) > 1 else key
         label += "" if ending == "denoise_final" else " (ends at t_min)"
         ax.errorbar(
-            nfes, mean, yerr=[low, high], marker="s" if peer else markers[i % len(markers)],
-            ms=4 if many else 3, capsize=2,
+            nfes, [curve[n][0] for n in nfes],
+            yerr=[[curve[n][1] for n in nfes], [curve[n][2] for n in nfes]],
+            marker="s" if peer else markers[i % len(markers)], ms=4 if many else 3, capsize=2,
             label=label, ls=style[(peer, ending)], color=colors[i % len(colors)],
         )  # fmt: skip
+
+    best: dict[str, dict[int, tuple]] = {}
+    for (peer, key, _grid, ending), curve in _fid_points(rows, "nfe_budget").items():
+        if ending != "denoise_final":
+            continue
+        fam = _fid_family(peer, key, family_of.get(key, "scoresde"))
+        for nfe, point in curve.items():
+            if nfe not in best.setdefault(fam, {}) or point[0] < best[fam][nfe][0][0]:
+                best[fam][nfe] = (point, key)
+    fam_style = {"scoresde ODE": ("-", "C0", "o"), "scoresde stochastic": ("-", "C3", "D"),
+                 "scoresde": ("-", "C0", "o"), "diffusers": ("--", "C1", "s"),
+                 "k-diffusion": ("--", "C2", "^")}  # fmt: skip
+    for fam, curve in sorted(best.items()):
+        nfes = sorted(curve)
+        ls, color, marker = fam_style.get(fam, ("--", "C4", "v"))
+        best_ax.errorbar(
+            nfes, [curve[n][0][0] for n in nfes],
+            yerr=[[curve[n][0][1] for n in nfes], [curve[n][0][2] for n in nfes]],
+            ls=ls, color=color, marker=marker, ms=4, capsize=2, label=f"best of {fam}",
+        )  # fmt: skip
+        for n in nfes:
+            best_ax.annotate(curve[n][1], (n, curve[n][0][0]), fontsize=6, color=color,
+                             xytext=(4, 3), textcoords="offset points")  # fmt: skip
+
     refs = [r for r in rows if r.get("role") == "reference" and _finite(r.get("fid"))]
-    for j, r in enumerate(refs):  # black, then greys: several references stay apart
-        ax.axhline(r["fid"], color=str(0.6 * j / max(len(refs) - 1, 1)), lw=0.9, ls=":",
-                   label=f"reference: {r['sampler']} {r['nfe']} NFE")  # fmt: skip
-    _nfe_axis(ax)
-    ax.set_yscale("log")
-    ax.set_xlabel("NFE")
-    ax.set_ylabel("FID (1000 samples)")
+    for a in (best_ax, ax):
+        for j, r in enumerate(refs):  # black, then greys: several references stay apart
+            a.axhline(r["fid"], color=str(0.6 * j / max(len(refs) - 1, 1)), lw=0.9, ls=":",
+                      label=f"reference: {r['sampler']} {r['nfe']} NFE")  # fmt: skip
+        _nfe_axis(a)
+        a.set_yscale("log")
+        # plain FID labels (20, 50, 100), not 2x10^1
+        a.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        a.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))  # fmt: skip
+        a.set_xlabel("NFE budget" if a is best_ax else "NFE")
+        a.set_ylabel("FID (1000 samples)")
+        a.grid(True, which="both", alpha=0.3)
+    best_ax.set_title("best cell per NFE and family, ending with x0 (bars: ±1 sd)", fontsize=8)
+    best_ax.legend(fontsize=7)
     ax.set_title(
-        "solid: scoresde, dashed: peers (their own code); dotted: ends at t_min", fontsize=8
+        "every cell: scoresde solid, peers dashed (their own code); dotted: ends at t_min",
+        fontsize=8,
     )
-    ax.grid(True, which="both", alpha=0.3)
     if many:
-        ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(fontsize=6.5, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()

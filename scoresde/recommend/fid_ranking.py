@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..utils import check_int
@@ -15,7 +16,8 @@ FID_ENDINGS = ("denoise_final", "t_min")
 
 def _seed_groups(rows: list[dict]) -> list[dict]:
     """One entry per (sampler, grid, ending, NFE budget): the mean and sample standard deviation
-    of its FID over seeds (0 for one seed), the seed count and its largest measured NFE."""
+    of its FID over seeds (for one seed, its bootstrap ``fid_sd`` where the table has it, else
+    0), the seed count and its largest measured NFE."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         key = (r["sampler"], r["grid"], r["ending"], r.get("nfe_budget") or r["nfe"])
@@ -25,6 +27,9 @@ def _seed_groups(rows: list[dict]) -> list[dict]:
         values = [r["fid"] for r in rs]
         mean = sum(values) / len(values)
         sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+        if len(values) == 1:  # one seed: its bootstrap sd, where the table has the column
+            boot = float(rs[0].get("fid_sd") or "nan")
+            sd = boot if math.isfinite(boot) else 0.0
         widest = max(rs, key=lambda r: r["nfe"])
         out.append({"sampler": sampler, "grid": grid, "ending": ending, "fid": mean,
                     "fid_sd": sd, "seeds": len(values), "nfe": int(widest["nfe"]),
@@ -79,8 +84,9 @@ def recommend_fid(
 
 
 def _fid_text(r: dict) -> str:
-    spread = f" ± {r['fid_sd']:.2f} ({r['seeds']} seeds)" if r["seeds"] > 1 else ""
-    return f"FID={r['fid']:.2f}{spread}"
+    if r["seeds"] > 1:
+        return f"FID={r['fid']:.2f} ± {r['fid_sd']:.2f} ({r['seeds']} seeds)"
+    return f"FID={r['fid']:.2f}" + (f" ± {r['fid_sd']:.2f} (bootstrap)" if r["fid_sd"] else "")
 
 
 def format_fid_recommendation(result: dict) -> str:
@@ -91,7 +97,7 @@ def format_fid_recommendation(result: dict) -> str:
            else "the state at t_min, residual noise left in")  # fmt: skip
     lines = banner(result.get("partial", [])) + [
         f"Best samplers at <= {result['nfe']} NFE on the trained MNIST model "
-        "(FID, lower is better; mean ± sd over seeds)",
+        "(FID, lower is better; mean ± sd over seeds, or ± the bootstrap sd of one seed)",
         f"ending: {ending} ({how})",
         f"table: {result['table']}",
         "",
@@ -108,5 +114,6 @@ def format_fid_recommendation(result: dict) -> str:
             f"{_fid_text(peer)}"
         )
     for r in result["reference"]:
-        lines.append(f"  reference: {r['sampler']} ({int(r['nfe'])} NFE) FID={r['fid']:.2f}")
+        sd = f" ± {float(r['fid_sd']):.2f}" if r.get("fid_sd") else ""
+        lines.append(f"  reference: {r['sampler']} ({int(r['nfe'])} NFE) FID={r['fid']:.2f}{sd}")
     return "\n".join(lines)

@@ -190,8 +190,8 @@ def test_summary_and_plot_show_peers_apart(tmp_path):
     ]  # fmt: skip
     lines = summary(rows).splitlines()
     assert "| `k-diffusion:heun` (peer) | g | denoise_final | 21.0 ± 1.0 |" in lines
-    assert "| **best** | | | `x` 31.0 |" in lines  # peers are not ranked with ours
-    assert "| **best peer** | | | `k-diffusion:heun` 21.0 |" in lines
+    assert "| **best** | | | `x` 31.0 ± 1.0 |" in lines  # peers are not ranked with ours
+    assert "| **best peer** | | | `k-diffusion:heun` 21.0 ± 1.0 |" in lines
     path = plot_fid(rows, tmp_path / "f.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
 

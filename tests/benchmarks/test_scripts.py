@@ -296,6 +296,20 @@ def test_recommend_fid_averages_seeds_ranks_one_ending_and_names_the_best_peer(t
         recommend_fid(10, table=old, ending="denoise_final")
 
 
+def test_recommend_fid_gives_a_one_seed_cell_its_bootstrap_sd(tmp_path):
+    rows = [
+        {"role": "cell", "family": "scoresde", "sampler": s, "grid": "g",
+         "ending": "denoise_final", "seed": 0, "nfe_budget": 10, "nfe": 10, "n_steps": 9,
+         "fid": f, "fid_sd": sd, "n_samples": 1000}
+        for s, f, sd in (("x", 30.0, 0.7), ("y", 20.0, None))
+    ]  # fmt: skip
+    (tmp_path / "2026-01-01_cpu").mkdir()
+    path = write_tsv(tmp_path / "2026-01-01_cpu" / "fid_vs_steps.tsv", rows, T.COLUMNS)
+    text = format_fid_recommendation(recommend_fid(10, table=path))
+    assert "FID=30.00 ± 0.70 (bootstrap)" in text
+    assert "FID=20.00  (10 NFE" in text  # a table from before the column: no bar
+
+
 def test_recommend_fid_usage_ends_the_way_the_table_was_ranked(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="scoresde")
     add_recommend_parser(parser.add_subparsers(dest="command"))
@@ -447,8 +461,22 @@ def test_fid_summary_gives_mean_and_spread_over_seeds_per_ending():
     lines = summary(rows).splitlines()
     assert "| `x` | g | denoise_final | 31.0 ± 1.0 |" in lines
     assert "| `x` | g | t_min | 41.0 ± 1.0 |" in lines
-    assert "| **best** | | | `x` 31.0 |" in lines
-    assert "Mean ± standard deviation over seeds [0, 1, 2]." in lines
+    assert "| **best** | | | `x` 31.0 ± 1.0 |" in lines
+    assert any(line.startswith("± : standard deviation over seeds [0, 1, 2]") for line in lines)
+
+
+def test_fid_summary_gives_a_one_seed_cell_its_bootstrap_sd():
+    rows = [
+        {"role": "cell", "sampler": "x", "grid": "g", "ending": "denoise_final", "seed": 0,
+         "nfe_budget": 10, "nfe": 10, "fid": 30.0, "fid_sd": 0.7},
+        {"role": "cell", "sampler": "y", "grid": "g", "ending": "denoise_final", "seed": 0,
+         "nfe_budget": 10, "nfe": 10, "fid": 40.0, "fid_sd": None},  # a table from before
+    ]  # fmt: skip
+    lines = summary(rows).splitlines()
+    assert "| `x` | g | denoise_final | 30.0 ± 0.7 |" in lines
+    assert "| `y` | g | denoise_final | 40.0 |" in lines
+    assert "| **best** | | | `x` 30.0 ± 0.7 |" in lines
+    assert any(line.startswith("± : the bootstrap standard deviation") for line in lines)
 
 
 def test_plots_are_written_from_table_rows(tmp_path):
@@ -545,6 +573,27 @@ def test_fid_table_keeps_features_under_the_file_names_of_an_earlier_version(tmp
     reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
     T.fid_table(tiny_model(), extractor, reference, features=tmp_path / "fid_cells", **PINNED_KW)
     assert {p.name for p in (tmp_path / "fid_cells").glob("*.npz")} == PINNED_FEATURE_FILES
+
+
+def test_fid_table_gives_every_cell_its_bootstrap_sd_and_fills_older_cells(tmp_path):
+    """New cells carry ``fid_sd``; cells from before the column get it from their kept features
+    (appended once, the same value), and cells without kept features are left as they are."""
+    extractor = InceptionFeatures(write_tiny_feature_net(tmp_path / "tiny.pt"))
+    reference = FeatureStats.of(torch.rand(40, 32, generator=torch.Generator().manual_seed(0)))
+    cache, kept = tmp_path / "cells.jsonl", tmp_path / "fid_cells"
+    rows = T.fid_table(tiny_model(), extractor, reference, cache=cache, features=kept,
+                       **PINNED_KW)  # fmt: skip
+    sds = [r["fid_sd"] for r in rows]
+    assert len(sds) == 2 and all(sd > 0 for sd in sds)
+    older = [json.loads(line) for line in cache.read_text().splitlines()]
+    for entry in older:
+        del entry["row"]["fid_sd"]
+    cache.write_text("".join(json.dumps(e) + "\n" for e in older))
+    context = PINNED_KW["context"]
+    assert T.fill_fid_sd(cache, kept, context, 6, reference, log=lambda m: None) == 2
+    assert [r["fid_sd"] for r in T.folder_rows(cache, context, 6)] == sds
+    assert T.fill_fid_sd(cache, kept, context, 6, reference, log=lambda m: None) == 0
+    assert T.fill_fid_sd(cache, tmp_path / "none", {"other": 1}, 6, reference) == 0
 
 
 def test_env_file_records_the_revision_the_run_started_from(tmp_path):

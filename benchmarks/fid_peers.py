@@ -78,8 +78,12 @@ class Peer:
 
 
 PEERS: dict[str, Peer] = {
+    # euler_at_final: its default ending (final_sigmas_type="zero") takes a first-order last
+    # step; ending at sigma_min instead drops that at >= 15 steps (FID 48.9 at 20 NFE against
+    # 38.3 at 10 on the MNIST model), so the option keeps the last step first order, as ours
     "diffusers:dpmpp_2m": Peer("diffusers", "DPMSolverMultistepScheduler",
-                               {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+                               {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                "euler_at_final": True}),
     "diffusers:unipc": Peer("diffusers", "UniPCMultistepScheduler"),
     "diffusers:deis": Peer("diffusers", "DEISMultistepScheduler"),
     "diffusers:euler_ancestral": Peer("diffusers", "EulerAncestralDiscreteScheduler",

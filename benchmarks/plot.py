@@ -266,10 +266,10 @@ def _fid_family(peer: bool, sampler: str, family: str) -> str:
 def plot_fid(rows: list[dict], path: Path) -> Path:
     """FID vs NFE. Left: the best cell within each NFE budget of each family (scoresde ODE and
     stochastic samplers solid, each peer library dashed), ending with x0, each point named.
-    Right: every sampler or peer, grid and ending: scoresde solid, peers dashed, ending at
-    ``t_min`` dotted (dash-dot for a peer), at the measured NFE. Bars: the bootstrap sd of a one-seed cell
-    (``fid_sd``), else the lowest to the highest seed. The reference runs are horizontal
-    lines."""
+    Right: every sampler or peer, grid and ending at its measured NFE: scoresde solid, peers
+    dashed, ending at ``t_min`` dotted (dash-dot for a peer). Bars: ± the bootstrap sd of a
+    one-seed cell (``fid_sd``), else the lowest to the highest seed. The reference runs are
+    horizontal lines."""
     points = _fid_points(rows)
     family_of = {r["sampler"]: r.get("family") or "scoresde" for r in rows}
     grids: dict[str, set] = {}
@@ -329,7 +329,10 @@ def plot_fid(rows: list[dict], path: Path) -> Path:
         a.set_xlabel("NFE budget" if a is best_ax else "NFE")
         a.set_ylabel("FID (1000 samples)")
         a.grid(True, which="both", alpha=0.3)
-    best_ax.set_title("best cell per NFE and family, ending with x0 (bars: ±1 sd)", fontsize=8)
+    best_ax.set_title(
+        "best cell per NFE budget and family, ending with x0 (bars: ±fid_sd or seed range)",
+        fontsize=8,
+    )
     best_ax.legend(fontsize=7)
     ax.set_title(
         "every cell: scoresde solid, peers dashed (their own code); dotted: ends at t_min",

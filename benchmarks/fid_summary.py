@@ -40,16 +40,13 @@ def summary(rows: list[dict]) -> str:
         groups.setdefault(key, []).append(r)
     peers = {r["sampler"] for r in cells if r.get("role") == "peer"}
 
-    def stats(rs: list[dict]) -> tuple[float, float | None, int] | None:
-        return cell_stats(rs)
-
     def pm(st: tuple[float, float | None, int]) -> str:
         return f"{st[0]:.1f}" + ("" if st[1] is None else f" ± {st[1]:.1f}")
 
     def show(rs: list[dict] | None) -> str:
         if not rs:
             return "–"
-        st = stats(rs)
+        st = cell_stats(rs)
         if st is None:
             return "failed"
         nfe = {r.get("nfe") for r in rs} - {None, rs[0]["nfe_budget"]}
@@ -70,7 +67,7 @@ def summary(rows: list[dict]) -> str:
         best = []
         for b in budgets:
             scored = [(st, k[0]) for k, rs in groups.items()
-                      if k[3] == b and (k[0] not in peers) == mine and (st := stats(rs))]  # fmt: skip
+                      if k[3] == b and (k[0] not in peers) == mine and (st := cell_stats(rs))]  # fmt: skip
             best.append(min(scored, default=None, key=lambda t: t[0][0]))
         if mine or peers:
             lines.append(

@@ -302,9 +302,8 @@ def fill_fid_sd(
     filled = 0
     for cell_key, row in read_cells(cache).items():
         k = json.loads(cell_key)
-        if k.get("context") != context or k.get("n") != n or row.get("fid") is None:
-            continue
-        if row.get("fid_sd") is not None:
+        scored_without_sd = row.get("fid") is not None and row.get("fid_sd") is None
+        if k.get("context") != context or k.get("n") != n or not scored_without_sd:
             continue
         stored = load_features(features, _feature_key(cell_key))
         if stored is None:

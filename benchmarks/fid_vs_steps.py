@@ -232,8 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reference": f"mnist train[0:{args.ref_n}]",
     }
     cache = folder / "fid_vs_steps.cells.jsonl"
-    if rank == 0 and fill_fid_sd(cache, folder / "fid_cells", context, args.n, reference, log):
-        write_table([])
+    if rank == 0:  # the tables are rewritten after each new cell and at the end
+        fill_fid_sd(cache, folder / "fid_cells", context, args.n, reference, log)
     rows = fid_table(
         model,
         extractor,

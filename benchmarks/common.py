@@ -146,4 +146,25 @@ def read_tsv(path: Path) -> list[dict]:
         return v
 
     with open(path, newline="") as f:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f, delimiter="\t")]
+        rows = csv.DictReader(f, delimiter="\t")
+        # a ragged row's surplus fields stay a list under the key None, for the caller to refuse
+        return [{k: parse(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+
+
+NFE_TICKS = [5, 10, 20, 50, 100, 200, 500, 1000]
+
+
+def nfe_axis(ax) -> None:
+    """Log x axis with plain NFE labels at the usual budgets (no 4x10^0 minor labels)."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in NFE_TICKS if lo <= t <= hi]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def finite(v) -> bool:
+    """A table cell holding a finite number (``read_tsv`` gives ``None`` or text otherwise)."""
+    return isinstance(v, (int, float)) and math.isfinite(v)

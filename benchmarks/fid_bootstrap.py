@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.fid_inputs import int_at_least
 from scoresde.metrics import FeatureStats, fid
 
 REPS = 20  # redraws per cell: the sd's own relative error is about 1/sqrt(2 (REPS - 1)), 16 %
@@ -85,13 +86,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("folder", type=Path, help="a fid_vs_steps result folder")
     parser.add_argument("--reference", type=Path, required=True, help="reference statistics .npz")
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--cells", type=int, default=3, help="how many kept cells (default 3)")
+    parser.add_argument(
+        "--reps",
+        type=int_at_least(2, " (a standard deviation needs two redraws)"),
+        default=REPS,
+        help=f"redraws per cell (default {REPS})",
+    )
+    parser.add_argument(
+        "--cells", type=int_at_least(1), default=3, help="how many kept cells (default 3)"
+    )
     parser.add_argument("--samplers", nargs="+", help="only the cells of these samplers")
     parser.add_argument("--nfe", type=int, help="only the cells of this NFE budget")
     args = parser.parse_args(argv)
 
-    reference, _ = FeatureStats.load(args.reference)
+    if not args.folder.is_dir():
+        parser.error(f"folder {str(args.folder)!r} does not exist; expected a fid_vs_steps "
+                     f"result folder")  # fmt: skip
+    expected = "reference statistics (.npz) such as benchmarks/cache/mnist-train-10000.npz"
+    if not args.reference.is_file():
+        parser.error(f"--reference: no file {str(args.reference)!r}; expected {expected}")
+    try:
+        reference, _ = FeatureStats.load(args.reference)
+    except ValueError:  # its advice to delete the file is for caches, not for a file named here
+        parser.error(f"--reference: {str(args.reference)!r} is not {expected}")
     chosen = []
     for path in sorted((args.folder / "fid_cells").glob("*.npz")):
         with np.load(path) as kept:
@@ -102,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen.append(path)
     files = chosen[: args.cells]
     if not files:
-        raise SystemExit(f"no kept features chosen in {str(args.folder / 'fid_cells')!r}")
+        parser.error(f"no kept features chosen in {str(args.folder / 'fid_cells')!r}")
     lines = [
         f"Bootstrap over each cell's features ({args.reps} redraws), against "
         f"`{args.reference.name}`.",
@@ -110,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| cell | n | FID | redraws: mean | redraws: sd |",
         "| --- | --- | --- | --- | --- |",
     ]
+    print("\n".join(lines), flush=True)
     for path in files:
         with np.load(path) as kept:
             features, key = kept["features"], json.loads(str(kept["key"]))

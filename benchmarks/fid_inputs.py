@@ -1,11 +1,14 @@
 """The inputs of the steps-vs-FID benchmarks (:mod:`benchmarks.fid_vs_steps`,
 :mod:`benchmarks.optimized_mnist`): a trained image checkpoint as a :class:`Model`, the MNIST
-images, and the cached reference statistics of real images."""
+images, and the cached reference statistics of real images; and the checks of their command
+lines, which turn bad input into argparse's one-line error (exit status 2) naming the flag."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,36 @@ from scoresde.metrics import (
     extract_features,
 )
 
-__all__ = ["Model", "load_checkpoint", "read_mnist_images", "reference_stats"]
+__all__ = ["Model", "load_checkpoint", "read_mnist_images", "reference_stats", "int_at_least",
+           "flag_errors"]  # fmt: skip
+
+
+def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= minimum``; anything else is the parser's one-line
+    error naming the flag, the value and what was expected (``why`` says why, if not obvious)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}; got {text!r}")
+        return value
+
+    return parse
+
+
+@contextmanager
+def flag_errors(parser: argparse.ArgumentParser, flag: str) -> Iterator[None]:
+    """Turn a ``ValueError`` or ``OSError`` raised inside (a bad file, device or sampler spec)
+    into the parser's one-line error naming ``flag`` instead of a traceback."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        message = str(err)
+        # messages that name the flag already (scoresde.utils.check_device's) are kept as they are
+        parser.error(message if message.startswith(flag) else f"{flag}: {message}")
 
 
 @dataclass
@@ -58,7 +90,8 @@ def read_mnist_images(data_dir: str | Path, n: int, *, split: str = "train") -> 
         folder = folder / "mnist"
     images = load_images(folder, split).images
     if n > images.shape[0]:
-        raise ValueError(f"n must be <= {images.shape[0]} for MNIST {split}; got {n}")
+        raise ValueError(f"{str(folder)!r} holds {images.shape[0]} MNIST {split} images, fewer "
+                         f"than --ref-n {n}")  # fmt: skip
     return images[:n]
 
 

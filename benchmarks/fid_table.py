@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from scoresde.metrics import FeatureStats, fid, generated_features, rank_and_wor
 from scoresde.recommend.tables import split_spec
 
 __all__ = ["ENDINGS", "SCORING_CONTEXT", "COLUMNS", "sampler_of", "cell_features", "ours",
-           "fid_cell", "fid_table", "folder_rows", "fill_fid_sd"]  # fmt: skip
+           "fid_cell", "cell_steps", "smallest_budget", "fid_table", "folder_rows",
+           "hidden_cells", "fill_fid_sd"]  # fmt: skip
 
 ENDINGS = ("denoise_final", "t_min")
 # context entries that change a cell's score but not its samples (its features are reused)
@@ -54,6 +56,23 @@ def sampler_of(spec: str) -> S.Sampler:
     if key not in S.SAMPLERS:
         raise ValueError(f"unknown sampler {key!r} in {spec!r}; registered: {sorted(S.SAMPLERS)}")
     return S.get_sampler(key, **options)
+
+
+def cell_steps(key: str, budget: int, ending: str, *, peer: bool = False) -> int | None:
+    """The step count of a sampler (or ``peer``) cell at an NFE budget: the most steps whose
+    model calls fit it, ``denoise_final`` paying 1 of them for the final x0; ``None`` when
+    none fit (the cell is skipped)."""
+    if peer:
+        return peer_steps(key, budget, ending)
+    paid = budget - (ending == "denoise_final")
+    return steps_for_budget(sampler_of(key), paid) if paid > 0 else None
+
+
+def smallest_budget(key: str, ending: str, *, peer: bool = False, limit: int = 1000) -> int | None:
+    """The smallest NFE budget at which a sampler (or ``peer``) has a cell with ``ending``;
+    ``None`` when none up to ``limit`` has (a peer that cannot end that way)."""
+    budgets = range(1, limit + 1)
+    return next((b for b in budgets if cell_steps(key, b, ending, peer=peer) is not None), None)
 
 
 def cell_features(
@@ -201,7 +220,7 @@ def fid_table(
         cell_ending = "denoise_final" if role == "reference" else ending
         family = PEERS[key].family if role == "peer" else "scoresde"
         if role == "peer":
-            n_steps, grid_name = peer_steps(key, budget, cell_ending), peer_grid(key)
+            n_steps, grid_name = cell_steps(key, budget, cell_ending, peer=True), peer_grid(key)
         else:
             sampler = sampler_of(key)
             if role == "reference":
@@ -212,8 +231,7 @@ def fid_table(
                 if role == "adaptive":  # output times t_max -> t_min; it picks its own steps
                     n_steps = 1
                 else:
-                    paid = budget - (cell_ending == "denoise_final")
-                    n_steps = steps_for_budget(sampler, paid) if paid > 0 else None
+                    n_steps = cell_steps(key, budget, cell_ending)
             default = grid == "default" or role == "reference"
             grid_name = f"default: {grid_obj!r}" if default else grid
             if isinstance(grid_obj, S.UniformTime) and role == "reference":
@@ -282,6 +300,34 @@ def folder_rows(cache: Path, context: dict, n: int) -> list[dict]:
             peer = row.get("role") == "peer" and row.get("sampler") in PEERS
             rows.append({"family": PEERS[row["sampler"]].family if peer else "scoresde", **row})
     return rows
+
+
+def hidden_cells(cache: Path, context: dict, n: int) -> str | None:
+    """A line saying how many cells of ``cache`` the folder's table leaves out
+    (:func:`folder_rows` shows only those with this ``context`` and ``n``: a table compares like
+    with like) and what they were made with; ``None`` when it shows them all."""
+    ours = {"n": n, **json.loads(json.dumps(context, sort_keys=True))}
+    groups: Counter[str] = Counter()
+    names = {}  # the settings that differ, in a stable order
+    for key in read_cells(cache):
+        k = json.loads(key)
+        theirs = {"n": k.get("n"), **k.get("context", {})}
+        differ = [x for x in {**ours, **theirs} if theirs.get(x) != ours.get(x)]
+        if differ:
+            names.update(dict.fromkeys(differ))
+            groups[", ".join(_setting(x, theirs.get(x)) for x in differ)] += 1
+    if not groups:
+        return None
+    made = "; ".join(f"{g} ({c})" if len(groups) > 1 else g for g, c in groups.items())
+    shown = ", ".join(_setting(x, ours.get(x)) for x in names)
+    count = sum(groups.values())
+    return (f"{count} cell{'s' * (count != 1)} in {cache.parent} {'were' if count != 1 else 'was'} "
+            f"made with {made}; this table shows the {shown} cells only")  # fmt: skip
+
+
+def _setting(name: str, value) -> str:
+    # a hash is shown by its first digits: enough to tell two files apart
+    return f"{name}={value[:12] if name.endswith('_sha256') and value else value}"
 
 
 def _feature_key(cell_key: str) -> str:

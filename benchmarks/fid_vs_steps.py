@@ -27,7 +27,8 @@ Outputs ``fid_vs_steps.tsv``, ``fid_vs_steps.png``, ``fid_vs_steps.md`` (sampler
 best per budget) and ``env_fid.txt`` in ``benchmarks/results/<date>_<device>/``; the first three
 are rewritten after every cell and show every cell run into the folder with the same
 checkpoint, reference statistics and ``n`` (so one table is built by several commands: grids,
-endings, sampler families, peers). Finished cells are kept in ``fid_vs_steps.cells.jsonl``
+endings, sampler families, peers; the run ends by counting the folder's cells made with another
+setting, which the table leaves out). Finished cells are kept in ``fid_vs_steps.cells.jsonl``
 there, keyed by everything that determines them (checkpoint, Inception and reference-statistics
 hashes, sampler, grid, ending, steps, n, batch size, seed), so a run that is stopped resumes
 where it was with the same command. The generated features of each cell are kept in
@@ -52,8 +53,14 @@ import torch.distributed as dist
 
 import scoresde as S
 from benchmarks.common import REPO, git_revision, result_dir, write_env, write_tsv
-from benchmarks.exact_error import GRIDS
-from benchmarks.fid_inputs import load_checkpoint, read_mnist_images, reference_stats
+from benchmarks.exact_error import GRIDS, is_adaptive
+from benchmarks.fid_inputs import (
+    flag_errors,
+    int_at_least,
+    load_checkpoint,
+    read_mnist_images,
+    reference_stats,
+)
 from benchmarks.fid_peers import PEERS, check_peers
 from benchmarks.fid_summary import summary
 from benchmarks.fid_table import (
@@ -62,9 +69,12 @@ from benchmarks.fid_table import (
     fid_table,
     fill_fid_sd,
     folder_rows,
+    hidden_cells,
     sampler_of,
+    smallest_budget,
 )
 from scoresde.metrics import InceptionFeatures, file_sha256, rank_and_world
+from scoresde.utils import check_device
 
 NFES = (5, 10, 20, 50)
 # in order of preference; the first N_DEFAULT registered ones are used (--samplers for others)
@@ -90,14 +100,81 @@ DEFAULT_SAMPLERS = (
 REFERENCE_SAMPLERS = ("ancestral", "euler_maruyama")
 
 
-def pick_samplers(requested: Sequence[str] | None) -> list[str]:
-    """The requested registry keys (``[]``: none, e.g. a run of peers only), or by default the
-    first ``N_DEFAULT`` registered of ``DEFAULT_SAMPLERS``."""
-    if requested is not None:
-        for spec in requested:
-            sampler_of(spec)  # raises, naming the spec
-        return list(requested)
-    return [k for k in DEFAULT_SAMPLERS if k in S.SAMPLERS][:N_DEFAULT]
+def pick_samplers(parser: argparse.ArgumentParser, requested: Sequence[str] | None) -> list[str]:
+    """The requested registry keys (``[]``: none, e.g. a run of peers only), each built once to
+    check it, or by default the first ``N_DEFAULT`` registered of ``DEFAULT_SAMPLERS``."""
+    if requested is None:
+        return [k for k in DEFAULT_SAMPLERS if k in S.SAMPLERS][:N_DEFAULT]
+    for spec in requested:
+        if spec in PEERS:
+            parser.error(f"--samplers: {spec!r} is a peer (another library's code); pass it "
+                         f"with --peers")  # fmt: skip
+        with flag_errors(parser, "--samplers"):
+            sampler_of(spec)
+    return list(requested)
+
+
+def check_budgets(
+    parser: argparse.ArgumentParser, samplers: list[str], peers: list[str], nfes: list[int],
+    ending: str,
+) -> None:  # fmt: skip
+    """Every budget of ``--nfe`` gives some sampler or peer a cell, and every sampler and peer
+    has a cell at some budget; a sampler whose steps cost more than a budget (pf_rk4 at 3) skips
+    that budget only, as the table's cells do (:func:`benchmarks.fid_table.cell_steps`)."""
+    budgeted = {k: smallest_budget(k, ending) for k in samplers if not is_adaptive(sampler_of(k))}
+    budgeted |= {k: smallest_budget(k, ending, peer=True) for k in peers}
+    if not budgeted:
+        return  # only adaptive samplers, which pick their own steps: no budget is used
+    final = ending == "denoise_final"
+    paid = " + the final x0 call of --ending denoise_final" if final else ""
+    for key, least in budgeted.items():
+        if least is None:
+            parser.error(f"--ending {ending}: peer {key!r} cannot end that way; leave it out")
+    key, least = min(budgeted.items(), key=lambda item: item[1])
+    for budget in nfes:
+        if budget < least:
+            parser.error(f"--nfe {budget}: expected budgets >= {least}, the smallest any "
+                         f"sampler or peer here can spend ({key}: one step of {least - final} "
+                         f"NFE{paid})")  # fmt: skip
+    for key, least in budgeted.items():
+        if least > max(nfes):
+            parser.error(f"--nfe {' '.join(map(str, nfes))}: {key} needs a budget >= {least} "
+                         f"with --ending {ending}; add one or leave {key} out")  # fmt: skip
+
+
+def check_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[str], list[str], list[str], Path]:
+    """``(samplers, reference samplers, peers, Inception file)`` after checking the arguments
+    that ``parse_args`` cannot, before minutes go into loading the model and the statistics."""
+    with flag_errors(parser, "--device"):
+        check_device("--device", args.device)
+    samplers = pick_samplers(parser, args.samplers)
+    ref_keys = args.reference_sampler or [next(k for k in REFERENCE_SAMPLERS if k in S.SAMPLERS)]
+    unknown = sorted(set(ref_keys) - set(S.SAMPLERS))
+    if unknown:
+        parser.error(f"unknown reference sampler(s) {unknown}; registered: {sorted(S.SAMPLERS)}")
+    if len(args.reference_steps) not in (1, len(ref_keys)):
+        parser.error(f"--reference-steps takes one count or one per reference sampler {ref_keys}")
+    with flag_errors(parser, "--peers"):
+        peers = check_peers(args.peers)
+    check_budgets(parser, samplers, peers, args.nfe, args.ending)
+    if not samplers and not peers and not any(args.reference_steps):
+        parser.error("nothing to run: no --samplers, no --peers and --reference-steps 0")
+    if not Path(args.ckpt).is_file():
+        parser.error(f"--ckpt: no file {args.ckpt!r}; expected a scoresde checkpoint (.pt)")
+    data = Path(args.data_dir)
+    if not data.is_dir():
+        parser.error(f"--data-dir: no folder {args.data_dir!r}; expected one with mnist/ and "
+                     f"fid-inception/")  # fmt: skip
+    inception = Path(args.inception or data / "fid-inception" / "default_1.pt")
+    if not inception.is_file():
+        flag = "--inception" if args.inception else "--data-dir"
+        parser.error(f"{flag}: no Inception file {str(inception)!r}; expected the FID "
+                     f"Inception-v3 TorchScript (pass --inception)")  # fmt: skip
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out: {args.out!r} is a file; expected a result folder (made if missing)")
+    return samplers, ref_keys, peers, inception
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,12 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--n",
         "--n-samples",
         dest="n",
-        type=int,
+        type=int_at_least(2, " (FID needs the covariance of the samples)"),
         default=1000,
         help="samples per cell (default 1000); spell it --n-samples under torchrun, which takes "
         "--n for an abbreviation of its own options",
     )
-    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=250)
+    # budgets are checked against the samplers' smallest ones after parsing (check_budgets)
     parser.add_argument("--nfe", nargs="+", type=int, default=list(NFES))
     parser.add_argument(
         "--samplers",
@@ -166,20 +244,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reference-steps",
         nargs="+",
-        type=int,
+        type=int_at_least(0),
         default=[1000],
         help="steps of each reference sampler, or one count for all (default 1000); 0 leaves a "
         "reference out",
     )
     parser.add_argument(
-        "--ref-n", type=int, default=10000, help="MNIST train images for the reference statistics"
+        "--ref-n",
+        type=int_at_least(2, " (FID needs the covariance of the images)"),
+        default=10000,
+        help="MNIST train images for the reference statistics",
     )
     parser.add_argument("--cache-dir", default=str(REPO / "benchmarks" / "cache"))
     parser.add_argument(
-        "--seeds", nargs="+", type=int, default=[0], help="one cell per seed (default 0)"
+        "--seeds",
+        nargs="+",
+        type=int_at_least(0),
+        default=[0],
+        help="one cell per seed (default 0)",
     )
     parser.add_argument("--out", help="result folder (default benchmarks/results/<date>_<device>)")
     args = parser.parse_args(argv)
+    samplers, ref_keys, peers, inception = check_args(parser, args)
 
     if "RANK" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.device(args.device).type == "cuda" else "gloo")
@@ -191,23 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     log = print if rank == 0 else (lambda msg: None)
-    samplers = pick_samplers(args.samplers)
-    ref_keys = args.reference_sampler or [next(k for k in REFERENCE_SAMPLERS if k in S.SAMPLERS)]
-    unknown = sorted(set(ref_keys) - set(S.SAMPLERS))
-    if unknown:
-        parser.error(f"unknown reference sampler(s) {unknown}; registered: {sorted(S.SAMPLERS)}")
-    if len(args.reference_steps) not in (1, len(ref_keys)):
-        parser.error(f"--reference-steps takes one count or one per reference sampler {ref_keys}")
-    try:
-        peers = check_peers(args.peers)
-    except ValueError as err:
-        parser.error(str(err))
-    inception = args.inception or str(Path(args.data_dir) / "fid-inception" / "default_1.pt")
 
     start = time.perf_counter()
-    model = load_checkpoint(args.ckpt, device)
-    extractor = InceptionFeatures(inception, device=device)
-    real = read_mnist_images(Path(args.data_dir) / "mnist", args.ref_n)
+    with flag_errors(parser, "--data-dir"):
+        real = read_mnist_images(Path(args.data_dir) / "mnist", args.ref_n)
+    with flag_errors(parser, "--ckpt"):
+        model = load_checkpoint(args.ckpt, device)
+    with flag_errors(parser, "--inception"):
+        extractor = InceptionFeatures(inception, device=device)
     reference = reference_stats(
         real,
         extractor,
@@ -271,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reference_images": args.ref_n,
             },
         )
+        hidden = hidden_cells(cache, context, args.n)
+        if hidden:
+            log(hidden)
         log(f"wrote {folder} in {wall:.0f} s")
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -20,8 +20,17 @@ def _demo(args) -> int:
     return 0
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose parse errors (``--nfe ten``, a missing option) are one line on
+    stderr with exit status 2, as every other error of the commands is; the usage it would
+    print first is one ``--help`` away. Subcommands' parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scoresde", description=__doc__)
+    parser = OneLineErrors(prog="python -m scoresde", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="every sampler on an exact 2-D Gaussian mixture: table + PNG"

@@ -389,9 +389,10 @@ def make_grid(name: str | None, *, sampler=None, denoiser=None, shape=None):
         ) from None
 
 
-def nfe_to_steps(sampler, nfe: int) -> int:
-    """The ``n_steps`` at which ``sampler.nfe(n_steps) == nfe``, or ``ValueError`` naming the
-    nearest budgets it can spend exactly."""
+def nfe_to_steps(sampler, nfe: int, *, extra: int = 0) -> int:
+    """The ``n_steps`` at which ``sampler.nfe(n_steps) + extra == nfe`` (``extra``: the final
+    x0 call of ``--denoise-final``, paid from the same budget), or ``ValueError`` naming the
+    nearest budgets it can spend exactly, in the same terms as ``--nfe``."""
     if not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"--nfe must be an int >= 1; got {nfe!r}")
     if sampler.nfe(1) is None:
@@ -400,16 +401,20 @@ def nfe_to_steps(sampler, nfe: int) -> int:
             "out (its tolerances go in a --sampler config)"
         )
     n, possible = 1, []
-    while (cost := sampler.nfe(n)) <= nfe:
+    while (cost := sampler.nfe(n) + extra) <= nfe:
         if cost == nfe:
             return n
         possible.append(cost)
         n += 1
-    above = sampler.nfe(n)
+    above = sampler.nfe(n) + extra
+    final = f" (with --denoise-final, which spends {extra} NFE on the final x0)" if extra else ""
+    if possible:
+        spends = (f"{possible[-1]} or {above} network calls at n_steps = {n - 1} or {n}; valid "
+                  f"values are {possible[-1]} or {above}")  # fmt: skip
+    else:
+        spends = f"{above} network calls at n_steps = 1; the smallest valid value is {above}"
     raise ValueError(
-        f"sampler {sampler.name!r} cannot spend exactly --nfe {nfe}: it spends "
-        f"{possible[-1] if possible else 'none'} or {above} network calls at "
-        f"n_steps = {n - 1} or {n}"
+        f"sampler {sampler.name!r} cannot spend exactly --nfe {nfe}{final}: it spends {spends}"
     )
 
 
@@ -465,7 +470,7 @@ def run_sample(args) -> int:
                 "--nfe is required unless --grid is a saved grid file or the sampler is adaptive"
             )
         else:
-            n_steps = nfe_to_steps(sampler, args.nfe - extra)
+            n_steps = nfe_to_steps(sampler, args.nfe, extra=extra)
         gen = torch.Generator().manual_seed(args.seed)
         start = time.perf_counter()
         res = sample(

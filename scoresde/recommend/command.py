@@ -12,8 +12,9 @@ is printed next to the ranking, so a peer that wins is shown as winning.
 ``--problem mnist_fid`` ranks instead by the FID of a trained MNIST model
 (``benchmarks/fid_vs_steps.py``, ``fid_vs_steps.tsv``): the mean over seeds of each scoresde
 sampler's best cell, among the cells of one ending (``denoise_final`` by default, ``--ending``),
-with the best peer (diffusers, k-diffusion) on the same budget and ending printed below; without
-``--problem`` that ranking is printed after the exact-error one when a FID table exists.
+with the best peer (diffusers, k-diffusion) on the same budget and ending printed below, and
+adaptive runs ranked at their measured NFE; without ``--problem`` that ranking is printed after
+the exact-error one. Each ranking ends with how to sample with its own first choice.
 
 The committed tables ship inside the package (``scoresde/benchmark_results/``), so the command
 works from any install; in a source checkout the newest of those and of ``benchmarks/results``
@@ -31,12 +32,13 @@ import sys
 
 from .exact_ranking import format_recommendation, recommend
 from .fid_ranking import FID_ENDINGS, format_fid_recommendation, recommend_fid
-from .tables import split_spec
+from .tables import FID_PROBLEM, split_spec
 
 __all__ = ["usage_lines", "add_recommend_parser"]
 
-FID_PROBLEM = "mnist_fid"
-
+# what each ranking is of, in the lines that say how to sample with its first choice
+IMAGE_MODEL = "the trained MNIST image model"
+EXACT_PROBLEMS = "the exact Gaussian-mixture problems"
 
 # how to build each grid of the tables, in Python and on the ``sample`` command line
 _GRID_CODE = {
@@ -52,33 +54,39 @@ _ADAPTIVE_GRID = re.compile(r"adaptive\((?:rtol=(?P<rtol>[0-9.e+-]+)|defaults)\)
 
 
 def usage_lines(
-    sampler: str, grid: str, nfe: int, n_steps: int | None, *, denoise_final: bool = False
+    sampler: str,
+    grid: str,
+    nfe: int,
+    n_steps: int | None,
+    *,
+    denoise_final: bool = False,
+    adaptive: bool = False,
 ) -> list[str]:
     """A copy-pasteable ``S.sample(...)`` line (``denoiser`` and ``shape`` are the user's) and
     the matching ``python -m scoresde sample`` command for one ranked (sampler, grid); a grid
-    named ``default: ...`` is the sampler's own, which both use when none is given."""
-    adaptive = _ADAPTIVE_GRID.fullmatch(grid)
-    if adaptive:  # it picks its own steps: the table's tolerances, no grid and no NFE
-        options = {}
-        if adaptive["rtol"]:  # as benchmarks/exact_error.py runs it: atol = rtol / 100
-            options = {"rtol": float(adaptive["rtol"]), "atol": float(adaptive["rtol"]) * 1e-2}
-        config = json.dumps({"name": sampler, "options": options})
-        args = "".join(f", {k}={v:g}" for k, v in options.items())
-        return [
-            f'  x = S.sample(S.get_sampler("{sampler}"{args}), denoiser, shape=shape'
-            + (", denoise_final=True" if denoise_final else "")
-            + ").x",
-            f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {shlex.quote(config)}"
-            + (" --denoise-final" if denoise_final else "")
-            + " --out samples.png",
-        ]
+    named ``default: ...`` is the sampler's own, which both use when none is given. An adaptive
+    run (``adaptive``, or an exact-error grid named ``adaptive(...)``) picks its own steps, so
+    it gets no grid and no NFE, and the table's tolerances as options."""
     key, options = split_spec(sampler)
+    tolerances = _ADAPTIVE_GRID.fullmatch(grid)
+    adaptive = adaptive or tolerances is not None
+    if tolerances and tolerances["rtol"]:  # as benchmarks/exact_error.py runs it: atol = rtol/100
+        rtol = float(tolerances["rtol"])
+        options = {**options, "rtol": rtol, "atol": rtol / 100}
     if options:  # a table row run with options (``key:option=value,...``)
         args = "".join(f", {k}={v!r}" for k, v in options.items())
         sampler_code = f'S.get_sampler("{key}"{args})'
         sampler_arg = shlex.quote(json.dumps({"name": key, "options": options}))
     else:
-        sampler_code, sampler_arg = f'"{sampler}"', sampler
+        sampler_code, sampler_arg = f'"{key}"', key
+    final_code = ", denoise_final=True" if denoise_final else ""
+    final_arg = " --denoise-final" if denoise_final else ""
+    command = f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler_arg}"
+    if adaptive:
+        return [
+            f"  x = S.sample({sampler_code}, denoiser, shape=shape{final_code}).x",
+            f"{command}{final_arg} --out samples.png",
+        ]
     default = grid.startswith("default")
     code = _GRID_CODE.get(grid)
     if grid == "optimized":
@@ -87,48 +95,67 @@ def usage_lines(
     if default:
         note = ""
     steps = f", n_steps={n_steps}" if n_steps is not None else ""
-    final = ", denoise_final=True" if denoise_final else ""
+    grid_flag = "" if default else f" --grid {grid}"
     return [
-        f"  x = S.sample({sampler_code}, denoiser, shape=shape{grid_arg}{steps}{final}).x{note}",
-        f"  python -m scoresde sample --ckpt CHECKPOINT.pt --sampler {sampler_arg}"
-        + ("" if default else f" --grid {grid}")
-        + f" --nfe {nfe}"
-        + (" --denoise-final" if denoise_final else "")
-        + " --out samples.png",
+        f"  x = S.sample({sampler_code}, denoiser, shape=shape{grid_arg}{steps}{final_code}).x{note}",
+        f"{command}{grid_flag} --nfe {nfe}{final_arg} --out samples.png",
     ]
 
 
-def _usage(result: dict) -> str:
+def _usage(result: dict, applies_to: str) -> str:
+    """The lines that end a ranking: how to sample with its first choice, saying what that
+    choice was ranked on, so that two rankings printed together are never confused."""
     if not result["ranking"]:
         return ""
     top = result["ranking"][0]
-    lines = ["", "", f"to sample with the first ({top['sampler']}, grid {top['grid']}):"]
     final = result.get("ending") == "denoise_final"
-    return "\n".join(lines + usage_lines(top["sampler"], top["grid"], top["nfe"], top["n_steps"],
-                                         denoise_final=final))  # fmt: skip
+    title = f"to sample with the first on {applies_to} ({top['sampler']}, grid {top['grid']}"
+    title += f", ending {result['ending']}):" if "ending" in result else "):"
+    lines = usage_lines(top["sampler"], top["grid"], top["nfe"], top["n_steps"],
+                        denoise_final=final, adaptive=top.get("adaptive", False))  # fmt: skip
+    return "\n".join(["", "", title, *lines])
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse an option the asked-for ranking would ignore: --table and --ending belong to one
+    table each, and silently dropping one would answer another question than the user's."""
+    if args.problem == FID_PROBLEM and args.table is not None:
+        raise ValueError(
+            f"--table {args.table!r} is an exact-error table, which --problem {FID_PROBLEM} does "
+            "not read; pass a fid_vs_steps.tsv as --fid-table"
+        )
+    if args.problem not in (None, FID_PROBLEM):
+        for flag, value in (("--fid-table", args.fid_table), ("--ending", args.ending)):
+            if value is not None:
+                raise ValueError(
+                    f"{flag} {value!r} applies to the FID ranking, which --problem "
+                    f"{args.problem} does not print; use --problem {FID_PROBLEM} or no --problem"
+                )
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        _check_options(args)
         if args.problem == FID_PROBLEM:
             fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top, ending=args.ending)
-            print(format_fid_recommendation(fid) + _usage(fid))
+            print(format_fid_recommendation(fid) + _usage(fid, IMAGE_MODEL))
             return 0
         result = recommend(args.nfe, args.problem, table=args.table, top=args.top)
-        text = format_recommendation(result)
+        text = format_recommendation(result) + _usage(result, EXACT_PROBLEMS)
         if args.problem is None:
             try:
-                text += "\n\n" + format_fid_recommendation(
-                    recommend_fid(args.nfe, table=args.fid_table, top=args.top, ending=args.ending)
-                )
-            except (FileNotFoundError, ValueError):
+                fid = recommend_fid(args.nfe, table=args.fid_table, top=args.top,
+                                    ending=args.ending)  # fmt: skip
+                text += "\n\n" + format_fid_recommendation(fid) + _usage(fid, IMAGE_MODEL)
+            except (FileNotFoundError, ValueError) as err:
                 if args.fid_table is not None:
                     raise
-                # no committed FID table, or none of its cells fits this budget
+                # the exact ranking stands alone, but the user learns why no FID one follows
+                text += f"\n\nno ranking on {IMAGE_MODEL}: {err}"
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(text + _usage(result))
+    print(text)
     return 0
 
 

@@ -7,7 +7,16 @@ import math
 from pathlib import Path
 
 from ..utils import check_int
-from .tables import OURS, banner, check_budget, int_or_none, partial_reasons, read_table
+from .tables import (
+    FID_PROBLEM,
+    OURS,
+    banner,
+    budget_note,
+    check_budget,
+    int_or_none,
+    partial_reasons,
+    read_table,
+)
 
 __all__ = ["recommend", "format_recommendation"]
 
@@ -39,7 +48,8 @@ def recommend(
     if problem is not None:
         if problem not in problems:
             raise ValueError(
-                f"problem must be one of {problems} (from {str(table)!r}); got {problem!r}"
+                f"problem must be one of {problems} (the exact problems of {str(table)!r}) or "
+                f"{FID_PROBLEM!r} (the FID table's trained model); got {problem!r}"
             )
         problems = [problem]
     rows = [r for r in rows if r["problem"] in problems]
@@ -71,6 +81,7 @@ def recommend(
         "best_ours": best_ours,
         "peers": peers,
         "partial": partial,
+        "notes": budget_note(nfe, rows),
     }
 
 
@@ -78,27 +89,34 @@ def format_recommendation(result: dict) -> str:
     """The ranking as plain text, with the best peer per problem and our ratio to it."""
     probs = result["problems"]
     lines = banner(result.get("partial", [])) + [
-        f"Best samplers at <= {result['nfe']} NFE (median per-sample error vs the exact solution)",
+        f"Best samplers at <= {result['nfe']} NFE on the exact Gaussian-mixture problems "
+        "(median per-sample error vs the exact solution)",
         f"table: {result['table']}",
+        *result.get("notes", []),
         "",
     ]
-    if not result["ranking"]:
+    ranking = result["ranking"]
+    if not ranking:
         return "\n".join(lines + ["no scoresde run fits this budget on every problem"])
+    number = len(str(len(ranking)))
+    width = {k: max(len(r[k]) for r in ranking) for k in ("sampler", "grid")}
+
+    def head(i: int, r: dict) -> str:
+        return f"  {i:>{number}}. {r['sampler']:<{width['sampler']}}  grid={r['grid']:<{width['grid']}}"
+
     if len(probs) == 1:
         p = probs[0]
         lines.append(f"problem {p}:")
-        for i, r in enumerate(result["ranking"], 1):
+        for i, r in enumerate(ranking, 1):
             err, n = r["errors"][p]
-            lines.append(
-                f"  {i}. {r['sampler']:<24} grid={r['grid']:<16} error={err:.3e}  ({n} NFE)"
-            )
+            lines.append(f"{head(i, r)}  error={err:.3e}  ({n} NFE)")
     else:
         lines.append(
             "ranked by the geometric mean over problems of error / best scoresde error "
             "(1 = best everywhere):"
         )
-        for i, r in enumerate(result["ranking"], 1):
-            lines.append(f"  {i}. {r['sampler']:<24} grid={r['grid']:<16} score={r['score']:.3g}")
+        for i, r in enumerate(ranking, 1):
+            lines.append(f"{head(i, r)}  score={r['score']:.3g}")
             for p in probs:
                 err, n = r["errors"][p]
                 lines.append(f"       {p:<14} error={err:.3e}  ({n} NFE)")

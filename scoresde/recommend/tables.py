@@ -1,6 +1,6 @@
 """The committed benchmark tables ``scoresde recommend`` ranks from: where they are
 (:func:`latest_table`), whether one is a full run (:func:`partial_reasons`), and their rows
-(:func:`read_table`)."""
+(:func:`read_rows`, :func:`read_table`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ __all__ = [
     "FULL_PROBLEMS",
     "latest_table",
     "partial_reasons",
+    "LINE",
+    "FID_PROBLEM",
+    "read_rows",
     "read_table",
     "check_budget",
+    "budget_note",
     "int_or_none",
     "banner",
     "split_spec",
@@ -29,6 +33,11 @@ PACKAGED = Path(__file__).resolve().parents[1] / "benchmark_results"
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 OURS = "scoresde"
 SCRIPTS = {"exact_error.tsv": "exact_error", "fid_vs_steps.tsv": "fid_vs_steps"}
+FLAGS = {"exact_error.tsv": "--table", "fid_vs_steps.tsv": "--fid-table"}
+# the key under which :func:`read_rows` keeps each row's line in the file, for error messages
+LINE = "line"
+# the ``--problem`` that ranks by the FID table instead of the exact-error one
+FID_PROBLEM = "mnist_fid"
 # the problems of a full ``benchmarks/exact_error.py`` run (a test keeps this in step with it)
 FULL_PROBLEMS = ("gmm2d_ddpm", "gmm2d_vp", "gmm2d_ve", "gmm64_ddpm", "gmm64_vp", "gmm64_ve")
 
@@ -75,13 +84,49 @@ def partial_reasons(table: Path, problems: list[str] | None = None) -> list[str]
     return reasons
 
 
+def read_rows(table: str | Path | None, name: str, needed: set[str]) -> tuple[Path, list[dict]]:
+    """``(path, rows)`` of a TSV table expected to be a ``name`` (``exact_error.tsv`` or
+    ``fid_vs_steps.tsv``; by default the :func:`latest_table` of that name), each row's values
+    as strings and its line in the file under ``LINE``. Raises ``ValueError`` naming the option
+    that gave the table (``--table`` / ``--fid-table``) for a path that is no such table, and
+    the line of a row whose field count differs from the header's."""
+    flag, script = FLAGS[name], f"benchmarks/{SCRIPTS[name]}.py"
+    table = latest_table(name=name) if table is None else Path(table)
+    if table.is_dir():
+        try:  # the folder's own table, else the newest of its run folders
+            inside = table / name if (table / name).is_file() else latest_table(table, name)
+            hint = f"; did you mean {str(inside)!r}?"
+        except FileNotFoundError:
+            hint = ""
+        raise ValueError(f"{flag} {str(table)!r} is a folder; expected a {name}{hint}")
+    if not table.is_file():
+        raise FileNotFoundError(f"{flag} {str(table)!r} is not a file; expected a {name}")
+    prefix = f"{flag} {str(table)!r} is not a table of {script}"
+    try:
+        with open(table, newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            rows = [{**r, LINE: reader.line_num} for r in reader]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{prefix}: {err}") from None
+    if not rows:
+        raise ValueError(f"{prefix}: it has no rows")
+    if not needed <= set(rows[0]):
+        raise ValueError(f"{prefix}; it lacks {sorted(needed - set(rows[0]))}")
+    header = len(reader.fieldnames)
+    for r in rows:  # DictReader files surplus fields under None and fills missing ones with None
+        if None in r or None in r.values():
+            fields = header + len(r.get(None, [])) - sum(v is None for v in r.values())
+            raise ValueError(
+                f"{str(table)!r} line {r[LINE]}: {fields} fields; expected {header}, as the header"
+            )
+    return table, rows
+
+
 def read_table(
     table: str | Path | None, name: str, needed: set[str], value: str
 ) -> tuple[Path, list[dict]]:
-    """``(path, rows)`` of a TSV table expected to be a ``name`` (``exact_error.tsv`` or
-    ``fid_vs_steps.tsv``; by default the :func:`latest_table` of that name): the rows with finite
-    ``nfe`` and ``value`` (as floats)."""
-    table = latest_table(name=name) if table is None else Path(table)
+    """``(path, rows)`` of :func:`read_rows`: the rows with finite ``nfe`` and ``value`` (as
+    floats)."""
 
     def num(v: str):
         try:
@@ -89,24 +134,7 @@ def read_table(
         except ValueError:
             return math.nan
 
-    if not table.is_file():
-        raise FileNotFoundError(f"table {str(table)!r} is not a file")
-    try:
-        with open(table, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise ValueError(
-            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py: {err}"
-        ) from None
-    if not rows:
-        raise ValueError(
-            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py: it has no rows"
-        )
-    if not needed <= set(rows[0]):
-        raise ValueError(
-            f"{str(table)!r} is not a table of benchmarks/{SCRIPTS[name]}.py; it lacks "
-            f"{sorted(needed - set(rows[0]))}"
-        )
+    table, rows = read_rows(table, name, needed)
     for r in rows:
         r["nfe"], r[value] = num(r["nfe"]), num(r[value])
     return table, [r for r in rows if math.isfinite(r["nfe"]) and math.isfinite(r[value])]
@@ -119,6 +147,17 @@ def check_budget(nfe: int, rows: list[dict], table: Path) -> None:
         raise ValueError(
             f"nfe={nfe} is below the smallest budget in {str(table)!r} ({smallest:g} NFE)"
         )
+
+
+def budget_note(nfe: int, rows: list[dict]) -> list[str]:
+    """One line when ``nfe`` is above every fixed budget (``nfe_budget``) of ``rows``: asking
+    for more than the table measured is allowed, but the user should know it."""
+    budgets = [b for r in rows if (b := int_or_none(r.get("nfe_budget"))) is not None]
+    if budgets and nfe > max(budgets):
+        return [
+            f"note: the table's largest budget is {max(budgets)} NFE, below the {nfe} asked for"
+        ]
+    return []
 
 
 def int_or_none(v) -> int | None:

@@ -211,14 +211,15 @@ def test_recommend_subcommand_registers_and_runs(tmp_path, capsys):
 
 def fid_table_file(folder):
     rows = [
-        {"role": "cell", "sampler": s, "grid": "g", "nfe_budget": b, "nfe": b, "fid": f / b,
+        {"role": "cell", "sampler": s, "grid": "karras", "nfe_budget": b, "nfe": b, "fid": f / b,
          "n_samples": 1000}
-        for s, f in (("x", 100.0), ("y", 80.0)) for b in (5, 10, 20)
+        for s, f in (("ddim", 100.0), ("pf_heun", 80.0)) for b in (5, 10, 20)
     ] + [
-        {"role": "cell", "sampler": "z", "grid": "g", "nfe_budget": 10, "nfe": 9, "fid": 1.0},
-        {"role": "cell", "sampler": "w", "grid": "g", "nfe_budget": 5, "n_steps": 2,
+        {"role": "cell", "sampler": "unipc", "grid": "karras", "nfe_budget": 10, "nfe": 9,
+         "fid": 1.0},
+        {"role": "cell", "sampler": "dpm_solver_2m", "grid": "karras", "nfe_budget": 5, "n_steps": 2,
          "note": "FloatingPointError"},
-        {"role": "reference", "sampler": "ancestral", "grid": "t", "n_steps": 1000, "nfe": 1001,
+        {"role": "reference", "sampler": "ancestral", "grid": "uniform_time", "n_steps": 1000, "nfe": 1001,
          "fid": 2.5, "n_samples": 1000},
     ]  # fmt: skip
     folder.mkdir(exist_ok=True)
@@ -229,17 +230,22 @@ def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
     path = fid_table_file(tmp_path / "2026-01-01_cpu")
     res = recommend_fid(10, table=path)
     assert [(r["sampler"], r["fid"], r["nfe"]) for r in res["ranking"]] == [
-        ("z", 1.0, 9),
-        ("y", 8.0, 10),
-        ("x", 10.0, 10),
-    ]  # "w" failed: no FID, not ranked
+        ("unipc", 1.0, 9),
+        ("pf_heun", 8.0, 10),
+        ("ddim", 10.0, 10),
+    ]  # dpm_solver_2m failed: no FID, not ranked, but counted
+    assert res["failed"] == 1
     assert [(r["sampler"], r["fid"]) for r in recommend_fid(5, table=path)["ranking"]] == [
-        ("y", 16.0),
-        ("x", 20.0),
+        ("pf_heun", 16.0),
+        ("ddim", 20.0),
     ]
     assert res["ending"] == "t_min" and res["best_peer"] is None  # a table without endings
     text = format_fid_recommendation(res)
-    assert "1. z" in text and "reference: ancestral (1001 NFE) FID=2.50" in text
+    assert (
+        "1. unipc" in text
+        and "reference: ancestral (1001 NFE, ending denoise_final) FID=2.50" in text
+    )
+    assert "skipped 1 failed cell(s): no FID, see the note column" in text
     assert "ending: t_min" in text
     assert latest_table(tmp_path, "fid_vs_steps.tsv") == path
     with pytest.raises(ValueError, match="below the smallest"):
@@ -253,15 +259,16 @@ def test_recommend_fid_ranks_each_samplers_best_cell_within_budget(tmp_path):
 def seeded_fid_table_file(folder):
     """Cells at 3 seeds and both endings, a peer, and a failed seed of one cell."""
     rows = [
-        {"role": role, "family": fam, "sampler": s, "grid": "g", "ending": e, "seed": seed,
+        {"role": role, "family": fam, "sampler": s, "grid": g, "ending": e, "seed": seed,
          "nfe_budget": 10, "nfe": nfe, "n_steps": nfe - (e == "denoise_final"),
          "fid": f + (e == "t_min") * 10 + seed, "n_samples": 1000}
-        for role, fam, s, f, nfe in (("cell", "scoresde", "x", 30.0, 10),
-                                     ("cell", "scoresde", "y", 20.0, 9),
-                                     ("peer", "k-diffusion", "k-diffusion:heun", 25.0, 9))
+        for role, fam, s, g, f, nfe in (("cell", "scoresde", "ddim", "karras", 30.0, 10),
+                                        ("cell", "scoresde", "unipc", "karras", 20.0, 9),
+                                        ("peer", "k-diffusion", "k-diffusion:heun",
+                                         "karras(rho=7)", 25.0, 9))
         for e in ("denoise_final", "t_min") for seed in (0, 1, 2)
     ] + [
-        {"role": "cell", "family": "scoresde", "sampler": "x", "grid": "h",
+        {"role": "cell", "family": "scoresde", "sampler": "ddim", "grid": "uniform_lambda",
          "ending": "denoise_final", "seed": 3, "nfe_budget": 10, "n_steps": 9, "note": "failed"},
     ]  # fmt: skip
     folder.mkdir(exist_ok=True)
@@ -273,8 +280,8 @@ def test_recommend_fid_averages_seeds_ranks_one_ending_and_names_the_best_peer(t
     res = recommend_fid(10, table=path)
     assert res["ending"] == "denoise_final"  # preferred whenever the table has it
     assert [(r["sampler"], r["fid"], r["fid_sd"], r["seeds"], r["nfe"]) for r in res["ranking"]] == [
-        ("y", 21.0, 1.0, 3, 9),
-        ("x", 31.0, 1.0, 3, 10),
+        ("unipc", 21.0, 1.0, 3, 9),
+        ("ddim", 31.0, 1.0, 3, 10),
     ]  # fmt: skip
     peer = res["best_peer"]
     assert (peer["sampler"], peer["fid"], peer["family"]) == (
@@ -284,10 +291,10 @@ def test_recommend_fid_averages_seeds_ranks_one_ending_and_names_the_best_peer(t
     )
     text = format_fid_recommendation(res)
     assert "ending: denoise_final (the model's x0 at the last step)" in text
-    assert "1. y" in text and "FID=21.00 ± 1.00 (3 seeds)" in text
-    assert "best peer: k-diffusion:heun (grid=g, 9 NFE) FID=26.00 ± 1.00 (3 seeds)" in text
+    assert "1. unipc" in text and "FID=21.00 ± 1.00 (3 seeds)" in text
+    assert "best peer: k-diffusion:heun (grid=karras(rho=7), 9 NFE) FID=26.00 ± 1.00" in text
     t_min = recommend_fid(10, table=path, ending="t_min")
-    assert [(r["sampler"], r["fid"]) for r in t_min["ranking"]] == [("y", 31.0), ("x", 41.0)]
+    assert [(r["sampler"], r["fid"]) for r in t_min["ranking"]] == [("unipc", 31.0), ("ddim", 41.0)]
     assert t_min["best_peer"]["fid"] == 36.0
     with pytest.raises(ValueError, match="ending must be one of"):
         recommend_fid(10, table=path, ending="zero")
@@ -298,10 +305,10 @@ def test_recommend_fid_averages_seeds_ranks_one_ending_and_names_the_best_peer(t
 
 def test_recommend_fid_gives_a_one_seed_cell_its_bootstrap_sd(tmp_path):
     rows = [
-        {"role": "cell", "family": "scoresde", "sampler": s, "grid": "g",
+        {"role": "cell", "family": "scoresde", "sampler": s, "grid": "karras",
          "ending": "denoise_final", "seed": 0, "nfe_budget": 10, "nfe": 10, "n_steps": 9,
          "fid": f, "fid_sd": sd, "n_samples": 1000}
-        for s, f, sd in (("x", 30.0, 0.7), ("y", 20.0, None))
+        for s, f, sd in (("ddim", 30.0, 0.7), ("unipc", 20.0, None))
     ]  # fmt: skip
     (tmp_path / "2026-01-01_cpu").mkdir()
     path = write_tsv(tmp_path / "2026-01-01_cpu" / "fid_vs_steps.tsv", rows, T.COLUMNS)
@@ -332,13 +339,13 @@ def test_recommend_subcommand_prints_the_fid_ranking(tmp_path, capsys):
     args = parser.parse_args(["recommend", "--nfe", "20", "--table", exact, "--fid-table", fid])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "Best samplers at <= 20 NFE (median" in out and "on the trained MNIST model" in out
+    assert "Best samplers at <= 20 NFE on the exact" in out and "on the trained MNIST model" in out
     args = parser.parse_args(
         ["recommend", "--nfe", "20", "--problem", "mnist_fid", "--fid-table", fid]
     )
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "median" not in out and "1. z" in out
+    assert "median" not in out and "1. unipc" in out
     args = parser.parse_args(["recommend", "--nfe", "20", "--table", exact, "--fid-table", exact])
     assert args.func(args) == 2  # a table the user names is never skipped silently
     err = capsys.readouterr().err
@@ -402,12 +409,15 @@ def test_recommend_usage_of_an_adaptive_sampler_runs_with_the_tables_tolerances(
     exec(code.strip(), scope)
     assert scope["x"].shape == (3, 2) and torch.isfinite(scope["x"]).all()
     expected = S.get_sampler("dpm_solver_adaptive", **options).to_config()
-    assert eval(re.search(r"S\.get_sampler\(.*?\)", code)[0], scope).to_config() == expected
+    sampler = eval(re.search(r'S\.sample\((S\.get_sampler\(.*?\)|".*?")', code)[1], scope)
+    sampler = S.get_sampler(sampler) if isinstance(sampler, str) else sampler  # no options
+    assert sampler.to_config() == expected
     parser = argparse.ArgumentParser()
     add_train_parsers(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(shlex.split(command)[3:])
     assert args.nfe is None and args.grid is None
-    assert S.get_sampler(json.loads(args.sampler)).to_config() == expected
+    config = json.loads(args.sampler) if args.sampler.startswith("{") else args.sampler
+    assert S.get_sampler(config).to_config() == expected
 
 
 def test_recommend_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
@@ -441,10 +451,11 @@ def test_fid_summary_tabulates_cells_best_per_budget_and_reference(tmp_path):
     text = summary(rows)
     lines = text.splitlines()
     assert lines[0] == "| sampler | grid | ending | NFE 5 | NFE 10 | NFE 20 |"
-    assert "| `x` | g | t_min | 20.0 | 10.0 | 5.0 |" in lines  # rows without an ending: old tables
-    assert "| `z` | g | t_min | – | 1.0 (9) | – |" in lines  # measured NFE below the budget
-    assert "| `w` | g | t_min | failed | – | – |" in lines
-    assert "| **best** | | | `y` 16.0 | `z` 1.0 | `y` 4.0 |" in lines
+    # rows without an ending: old tables
+    assert "| `ddim` | karras | t_min | 20.0 | 10.0 | 5.0 |" in lines
+    assert "| `unipc` | karras | t_min | – | 1.0 (9) | – |" in lines  # measured NFE below budget
+    assert "| `dpm_solver_2m` | karras | t_min | failed | – | – |" in lines
+    assert "| **best** | | | `pf_heun` 16.0 | `unipc` 1.0 | `pf_heun` 4.0 |" in lines
     assert "Reference: `ancestral`" in text
     assert "(1001 NFE, ending denoise_final): FID 2.5, 1000 samples." in text
     assert folder / "fid_vs_steps.md" in redraw(folder)

@@ -212,6 +212,41 @@ def test_nfe_maps_to_steps_through_the_samplers_own_count():
         nfe_to_steps(s, 10)
     with pytest.raises(ValueError, match="--nfe must be an int >= 1; got 0"):
         nfe_to_steps(s, 0)
+    assert nfe_to_steps(s, 10, extra=1) == 5  # --denoise-final: 9 calls in the steps + 1
+
+
+def test_an_nfe_the_sampler_cannot_spend_with_denoise_final_is_named_as_given(tmp_path, capsys):
+    """``--nfe`` counts the final x0 call of ``--denoise-final``, so the refusal names the
+    budget the user gave and the values that would work, not the steps' share of it."""
+    ring = tmp_path / "ring"
+    run(f"train --data ring --toy-size 64 --batch-size 8 --steps 1 --out {ring} --no-progress")
+    cmd = f"sample --ckpt {ring}/ema.pt --sampler dpm_solver_pp_sde --n 4 --denoise-final"
+    capsys.readouterr()
+    assert run(f"{cmd} --nfe 10 --out {tmp_path}/x.pt") == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and (
+            "cannot spend exactly --nfe 10 (with --denoise-final, which spends 1 NFE on the final "
+            "x0): it spends 9 or 11 network calls at n_steps = 4 or 5; valid values are 9 or 11"
+        )
+        in err
+    ), err
+    assert run(f"{cmd} --nfe 9 --out {tmp_path}/x.pt") == 0
+    assert "(4 steps, 9 NFE measured" in capsys.readouterr().out
+    assert run(f"{cmd} --nfe 2 --out {tmp_path}/x.pt") == 2
+    assert "the smallest valid value is 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", ["sample --ckpt x.pt --nfe ten", "train --steps 1.5", "bogus"])
+def test_argument_parse_errors_are_one_line(capsys, argv):
+    from scoresde.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv.split())
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "--help)" in err
 
 
 def test_sample_takes_sampler_and_grid_configs_inline_or_from_json_files(tmp_path, capsys):

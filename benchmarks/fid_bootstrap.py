@@ -16,7 +16,6 @@ deviation.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.fid_inputs import int_at_least
+from scoresde.cli import OneLineErrors
 from scoresde.metrics import FeatureStats, fid
 
 REPS = 20  # redraws per cell: the sd's own relative error is about 1/sqrt(2 (REPS - 1)), 16 %
@@ -81,7 +81,7 @@ def fid_sd(features, reference: FeatureStats, *, reps: int = REPS, seed: int = 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="python -m benchmarks.fid_bootstrap", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("folder", type=Path, help="a fid_vs_steps result folder")
@@ -100,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.folder.is_dir():
-        parser.error(f"folder {str(args.folder)!r} does not exist; expected a fid_vs_steps "
-                     f"result folder")  # fmt: skip
+        what = "is not a folder" if args.folder.exists() else "does not exist"
+        parser.error(f"folder {str(args.folder)!r} {what}; expected a fid_vs_steps result "
+                     f"folder")  # fmt: skip
     expected = "reference statistics (.npz) such as benchmarks/cache/mnist-train-10000.npz"
     if not args.reference.is_file():
         parser.error(f"--reference: no file {str(args.reference)!r}; expected {expected}")
@@ -119,7 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen.append(path)
     files = chosen[: args.cells]
     if not files:
-        parser.error(f"no kept features chosen in {str(args.folder / 'fid_cells')!r}")
+        asked = "".join(f" {flag} {value}" for flag, value in (
+            ("--samplers", " ".join(args.samplers or [])), ("--nfe", args.nfe)) if value)  # fmt: skip
+        parser.error(f"no kept features in {str(args.folder / 'fid_cells')!r} match"
+                     f"{asked or ' (the folder has none)'}; expected cells a fid_vs_steps run "
+                     f"kept there")  # fmt: skip
     lines = [
         f"Bootstrap over each cell's features ({args.reps} redraws), against "
         f"`{args.reference.name}`.",

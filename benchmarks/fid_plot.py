@@ -34,15 +34,20 @@ def check_fid_rows(rows: list[dict], path: Path) -> None:
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r:  # csv.DictReader's key for the surplus fields of a ragged row
             raise ValueError(f"{path} line {i} has more fields than the header")
+        if (r.get("ending") or "t_min") not in ("denoise_final", "t_min"):
+            raise ValueError(f"{path} line {i}: column 'ending' is {r['ending']!r}; expected "
+                             "denoise_final or t_min")  # fmt: skip
         if r["role"] not in ROLES:
             raise ValueError(f"{path} line {i}: column 'role' is {r['role']!r}; expected one of "
                              f"{list(ROLES)}")  # fmt: skip
         for col in INTEGER + NUMBER:
             v = r.get(col)
             want = int if col in INTEGER else (int, float)
-            if v is not None and not isinstance(v, want):
+            # NaN is a failed cell's FID; anything else must be a count or a score, >= 0
+            if v is not None and not (isinstance(v, want) and (v != v or 0 <= v < 1e9)):
                 kind = "an integer" if col in INTEGER else "a number"
-                raise ValueError(f"{path} line {i}: column {col!r} is {v!r}; expected {kind}")
+                raise ValueError(f"{path} line {i}: column {col!r} is {v!r}; expected {kind} "
+                                 "from 0 to 1e9, or empty")  # fmt: skip
 
 
 def _fid_points(

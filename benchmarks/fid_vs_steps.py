@@ -73,6 +73,7 @@ from benchmarks.fid_table import (
     sampler_of,
     smallest_budget,
 )
+from scoresde.cli import OneLineErrors
 from scoresde.metrics import InceptionFeatures, file_sha256, rank_and_world
 from scoresde.utils import check_device
 
@@ -178,7 +179,7 @@ def check_args(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="python -m benchmarks.fid_vs_steps", description=__doc__.split("\n\n")[0]
     )
     revision = git_revision()

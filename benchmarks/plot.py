@@ -5,7 +5,6 @@ python -m benchmarks.plot benchmarks/results/<folder>    # redraw every PNG of a
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import finite, nfe_axis, read_tsv  # noqa: E402
 from benchmarks.fid_plot import check_fid_rows, plot_fid  # noqa: E402
+from scoresde.cli import OneLineErrors  # noqa: E402
 
 STYLE = {"scoresde": "-", "diffusers": "--", "k-diffusion": ":"}
 MARK = {"scoresde": "o", "diffusers": "s", "k-diffusion": "^"}
@@ -234,7 +234,7 @@ def redraw(folder: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="python -m benchmarks.plot", description="redraw a result folder's PNGs"
     )
     parser.add_argument("folder", type=Path)
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         parser.error(f"folder {str(args.folder)!r} is not a directory; expected a result folder")
     try:
         written = redraw(args.folder)
-    except ValueError as e:
+    except (OSError, ValueError) as e:  # a damaged or unreadable table
         parser.error(str(e))
     if not written:
         parser.error(f"folder {str(args.folder)!r} holds no table to draw; expected one of "

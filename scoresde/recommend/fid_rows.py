@@ -24,6 +24,9 @@ _PEER_GRID = re.compile(r"linspace|karras\(rho=[0-9.]+\)")
 _DEFAULT_GRID = re.compile(r"default: .+")
 # an older table has no family, ending or seed columns: their values are then empty
 _NEEDED = {"role", "sampler", "grid", "nfe", "fid"}
+# no FID, NFE or count of a real table comes near this; a larger value is a damaged one (and
+# would overflow the spread over seeds)
+HIGHEST = 1e9
 # the numeric columns: (an integer?, the lowest valid value, may it be empty?); an empty one
 # may also read nan, as benchmarks/common.write_tsv writes a missing float
 _NUMBERS = {
@@ -47,8 +50,8 @@ def _number(r: dict, column: str, where: str) -> int | float | None:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value >= low and (value.is_integer() or not integer)):
-        kind = f"an integer >= {low}" if integer else f"a finite number >= {low}"
+    if not (low <= value <= HIGHEST and (value.is_integer() or not integer)):
+        kind = f"an integer >= {low}" if integer else f"a number from {low} to {HIGHEST:g}"
         empty = " or empty" if optional else ""
         raise ValueError(f"{where}: {column} = {text!r}; expected {kind}{empty}")
     return int(value) if integer else value
@@ -105,10 +108,16 @@ def read_fid_table(table: str | Path | None) -> tuple[Path, list[dict], int]:
     holds the error that stopped them, as the benchmark writes them. Any other bad value raises
     ``ValueError`` naming the file, the line, the column, the value and what was expected."""
     table, raw = read_rows(table, "fid_vs_steps.tsv", _NEEDED)
-    rows, failed, known = [], 0, {}
+    rows, failed, known, seen = [], 0, {}, {}
     for r in raw:
         where = f"{str(table)!r} line {r[LINE]}"
         _check_name(r, where, known)
+        # one cell per (sampler, grid, ending, budget, seed): a repeated row would count as a seed
+        cell = tuple(r.get(c) for c in ("role", "sampler", "grid", "ending", "nfe_budget", "seed"))
+        if cell in seen:
+            raise ValueError(f"{where} repeats the cell of line {seen[cell]} (the same role, "
+                             "sampler, grid, ending, budget and seed)")  # fmt: skip
+        seen[cell] = r[LINE]
         if r["fid"].lower() in ("", "nan") and (r.get("note") or "").strip():
             failed += 1
             continue

@@ -103,7 +103,7 @@ def read_rows(table: str | Path | None, name: str, needed: set[str]) -> tuple[Pa
         raise FileNotFoundError(f"{flag} {str(table)!r} is not a file; expected a {name}")
     prefix = f"{flag} {str(table)!r} is not a table of {script}"
     try:
-        with open(table, newline="") as f:
+        with open(table, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's BOM
             reader = csv.DictReader(f, delimiter="\t")
             rows = [{**r, LINE: reader.line_num} for r in reader]
     except (UnicodeDecodeError, csv.Error) as err:
@@ -113,6 +113,9 @@ def read_rows(table: str | Path | None, name: str, needed: set[str]) -> tuple[Pa
     if not needed <= set(rows[0]):
         raise ValueError(f"{prefix}; it lacks {sorted(needed - set(rows[0]))}")
     header = len(reader.fieldnames)
+    repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+    if repeated:  # DictReader would keep the last of them silently
+        raise ValueError(f"{prefix}: its header repeats the column(s) {repeated}")
     for r in rows:  # DictReader files surplus fields under None and fills missing ones with None
         if None in r or None in r.values():
             fields = header + len(r.get(None, [])) - sum(v is None for v in r.values())

@@ -205,7 +205,7 @@ def kept(tmp_path):
         (["--cells", "0"], ["argument --cells", "'0'", ">= 1"]),
         (["--reference", "/nonexistent.npz"], ["--reference", "'/nonexistent.npz'", ".npz"]),
         (["--reference", A_FILE], ["--reference", repr(A_FILE), "is not reference"]),
-        (["--samplers", "nope"], ["no kept features chosen"]),
+        (["--samplers", "nope"], ["no kept features in", "match --samplers nope"]),
     ],
 )
 def test_bootstrap_bad_arguments_fail_in_one_line(kept, capsys, argv, expected):

@@ -79,6 +79,12 @@ def test_plot_redraws_a_folder_and_refuses_what_it_cannot_draw(tmp_path, capsys)
          "line 3 has more fields than the header"),
         ("celll\tscoresde\tunipc\tg\tdenoise_final\t0\t10\t10\t9\t30\t\t1000\t1\t",
          "line 3: column 'role' is 'celll'"),
+        ("cell\tscoresde\tunipc\tg\ttmin\t0\t10\t10\t9\t30\t\t1000\t1\t",
+         "line 3: column 'ending' is 'tmin'"),
+        ("cell\tscoresde\tunipc\tg\tt_min\t0\t10\t10\t9\t-3\t\t1000\t1\t",
+         "line 3: column 'fid' is -3; expected a number from 0 to 1e9, or empty"),
+        ("cell\tscoresde\tunipc\tg\tt_min\t0\t10\t10\t9\t1e308\t\t1000\t1\t",
+         "line 3: column 'fid' is 1e+308"),
     ],
 )  # fmt: skip
 def test_a_damaged_fid_table_is_named_by_line_and_column_and_nothing_is_drawn(
@@ -91,7 +97,7 @@ def test_a_damaged_fid_table_is_named_by_line_and_column_and_nothing_is_drawn(
     with pytest.raises(SystemExit) as e:
         main([str(folder)])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and expected in err and str(table) in err
+    assert e.value.code == 2 and expected in err and str(table) in err and err.count("\n") == 1
     assert not (folder / "fid_vs_steps.png").exists()
 
 

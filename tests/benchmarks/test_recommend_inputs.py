@@ -44,10 +44,11 @@ def edited(tmp_path, values: dict, role: str = "cell"):
 @pytest.mark.parametrize(
     "column, value, role, message",
     [
-        ("fid", "abc", "cell", "fid = 'abc'; expected a finite number >= 0"),
-        ("fid", "nan", "cell", "fid = 'nan'; expected a finite number >= 0"),  # no note: no failure
-        ("fid", "-5", "cell", "fid = '-5'; expected a finite number >= 0"),
-        ("fid_sd", "-1", "cell", "fid_sd = '-1'; expected a finite number >= 0 or empty"),
+        ("fid", "abc", "cell", "fid = 'abc'; expected a number from 0 to 1e+09"),
+        ("fid", "nan", "cell", "fid = 'nan'; expected a number from 0 to 1e+09"),  # no note
+        ("fid", "-5", "cell", "fid = '-5'; expected a number from 0 to 1e+09"),
+        ("fid", "1e308", "cell", "fid = '1e308'; expected a number from 0 to 1e+09"),
+        ("fid_sd", "-1", "cell", "fid_sd = '-1'; expected a number from 0 to 1e+09 or empty"),
         ("nfe", "x", "cell", "nfe = 'x'; expected an integer >= 1"),
         ("nfe", "9.5", "cell", "nfe = '9.5'; expected an integer >= 1"),
         ("ending", "denoise_finall", "cell", "ending = 'denoise_finall'; expected one of"),
@@ -206,3 +207,25 @@ def test_ranking_columns_are_as_wide_as_their_longest_name():
     assert len({ln.index(" grid=") for ln in ranked}) == 1
     assert len({ln.index("FID=") for ln in ranked}) == 1
     assert all(math.isfinite(float(ln.split("FID=")[1].split()[0])) for ln in ranked)
+
+
+def test_a_repeated_row_or_column_of_the_fid_table_is_refused_and_a_bom_is_read(tmp_path, capsys):
+    lines = COMMITTED.read_text().splitlines()
+    path = tmp_path / "fid_vs_steps.tsv"
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")  # a row twice would count as 2 seeds
+    code, _, err = recommend_cli(capsys, "--nfe", 50, "--problem", "mnist_fid", "--fid-table", path)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"line {len(lines) + 1} repeats the cell of line 2" in err
+    header = lines[0].split("\t")
+    path.write_text(
+        "\n".join(
+            "\t".join([*line.split("\t"), "9"]) if i else "\t".join([*header, "fid"])
+            for i, line in enumerate(lines)
+        )
+        + "\n"
+    )
+    code, _, err = recommend_cli(capsys, "--nfe", 50, "--problem", "mnist_fid", "--fid-table", path)
+    assert code == 2 and "header repeats the column(s) ['fid']" in err, err
+    path.write_text("\ufeff" + COMMITTED.read_text())  # saved by a spreadsheet
+    code, out, _ = recommend_cli(capsys, "--nfe", 50, "--problem", "mnist_fid", "--fid-table", path)
+    assert code == 0 and "1. " in out

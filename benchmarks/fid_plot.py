@@ -16,11 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import finite, nfe_axis  # noqa: E402
+from scoresde.recommend.fid_rows import FID_ENDINGS, ROLES  # noqa: E402
 
 REQUIRED = ("role", "sampler", "grid", "nfe", "fid")  # older tables lack ending/family/seed/fid_sd
 INTEGER = ("nfe", "nfe_budget", "n_steps", "seed", "n_samples")
 NUMBER = ("fid", "fid_sd", "time_s")
-ROLES = ("cell", "peer", "reference", "adaptive")
 
 
 def check_fid_rows(rows: list[dict], path: Path) -> None:
@@ -34,9 +34,9 @@ def check_fid_rows(rows: list[dict], path: Path) -> None:
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         if None in r:  # csv.DictReader's key for the surplus fields of a ragged row
             raise ValueError(f"{path} line {i} has more fields than the header")
-        if (r.get("ending") or "t_min") not in ("denoise_final", "t_min"):
-            raise ValueError(f"{path} line {i}: column 'ending' is {r['ending']!r}; expected "
-                             "denoise_final or t_min")  # fmt: skip
+        if (r.get("ending") or "t_min") not in FID_ENDINGS:
+            raise ValueError(f"{path} line {i}: column 'ending' is {r['ending']!r}; expected one "
+                             f"of {FID_ENDINGS}")  # fmt: skip
         if r["role"] not in ROLES:
             raise ValueError(f"{path} line {i}: column 'role' is {r['role']!r}; expected one of "
                              f"{list(ROLES)}")  # fmt: skip

@@ -21,13 +21,14 @@ from benchmarks.fid_cache import append_cell, load_features, read_cells, save_fe
 from benchmarks.fid_inputs import Model
 from benchmarks.fid_peers import PEERS, check_peers, peer_grid, peer_run, peer_steps
 from scoresde.metrics import FeatureStats, fid, generated_features, rank_and_world
+from scoresde.recommend.fid_rows import FID_ENDINGS
 from scoresde.recommend.tables import split_spec
 
 __all__ = ["ENDINGS", "SCORING_CONTEXT", "COLUMNS", "sampler_of", "cell_features", "ours",
            "fid_cell", "cell_steps", "smallest_budget", "fid_table", "folder_rows",
            "hidden_cells", "fill_fid_sd"]  # fmt: skip
 
-ENDINGS = ("denoise_final", "t_min")
+ENDINGS = FID_ENDINGS  # the table's endings, as scoresde recommend reads them
 # context entries that change a cell's score but not its samples (its features are reused)
 SCORING_CONTEXT = ("reference",)
 COLUMNS = [

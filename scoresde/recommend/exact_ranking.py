@@ -15,6 +15,7 @@ from .tables import (
     check_budget,
     int_or_none,
     partial_reasons,
+    ranked_heads,
     read_table,
 )
 
@@ -98,25 +99,20 @@ def format_recommendation(result: dict) -> str:
     ranking = result["ranking"]
     if not ranking:
         return "\n".join(lines + ["no scoresde run fits this budget on every problem"])
-    number = len(str(len(ranking)))
-    width = {k: max(len(r[k]) for r in ranking) for k in ("sampler", "grid")}
-
-    def head(i: int, r: dict) -> str:
-        return f"  {i:>{number}}. {r['sampler']:<{width['sampler']}}  grid={r['grid']:<{width['grid']}}"
-
+    heads = ranked_heads(ranking)
     if len(probs) == 1:
         p = probs[0]
         lines.append(f"problem {p}:")
-        for i, r in enumerate(ranking, 1):
+        for head, r in zip(heads, ranking, strict=True):
             err, n = r["errors"][p]
-            lines.append(f"{head(i, r)}  error={err:.3e}  ({n} NFE)")
+            lines.append(f"{head}  error={err:.3e}  ({n} NFE)")
     else:
         lines.append(
             "ranked by the geometric mean over problems of error / best scoresde error "
             "(1 = best everywhere):"
         )
-        for i, r in enumerate(ranking, 1):
-            lines.append(f"{head(i, r)}  score={r['score']:.3g}")
+        for head, r in zip(heads, ranking, strict=True):
+            lines.append(f"{head}  score={r['score']:.3g}")
             for p in probs:
                 err, n = r["errors"][p]
                 lines.append(f"       {p:<14} error={err:.3e}  ({n} NFE)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..utils import check_int
 from .fid_rows import FID_ENDINGS, read_fid_table
-from .tables import OURS, banner, budget_note, check_budget, partial_reasons
+from .tables import OURS, banner, budget_note, check_budget, partial_reasons, ranked_heads
 
 __all__ = ["FID_ENDINGS", "recommend_fid", "format_fid_recommendation"]
 
@@ -109,16 +109,11 @@ def format_fid_recommendation(result: dict) -> str:
         lines.append(f"skipped {result['failed']} failed cell(s): no FID, see the note column")
     lines.append("")
     ranking = result["ranking"]
-    number = len(str(len(ranking)))
-    width = {k: max((len(r[k]) for r in ranking), default=0) for k in ("sampler", "grid")}
-    for i, r in enumerate(ranking, 1):
+    for head, r in zip(ranked_heads(ranking), ranking, strict=True):
         run = f"{r['nfe']} NFE" + (", adaptive" if r["adaptive"] else "")
         if r["n_samples"]:
             run += f", {r['n_samples']} samples"
-        lines.append(
-            f"  {i:>{number}}. {r['sampler']:<{width['sampler']}}  "
-            f"grid={r['grid']:<{width['grid']}}  {_fid_text(r)}  ({run})"
-        )
+        lines.append(f"{head}  {_fid_text(r)}  ({run})")
     peer = result.get("best_peer")
     if peer is not None:
         lines.append(

@@ -12,7 +12,7 @@ from ..samplers import SAMPLERS, get_sampler
 from ..train_cli import GRID_NAMES
 from .tables import LINE, OURS, read_rows, split_spec
 
-__all__ = ["FID_ENDINGS", "read_fid_table"]
+__all__ = ["FID_ENDINGS", "ROLES", "read_fid_table"]
 
 FID_ENDINGS = ("denoise_final", "t_min")
 ROLES = ("cell", "peer", "reference", "adaptive")

@@ -23,6 +23,7 @@ __all__ = [
     "check_budget",
     "budget_note",
     "int_or_none",
+    "ranked_heads",
     "banner",
     "split_spec",
 ]
@@ -168,6 +169,15 @@ def int_or_none(v) -> int | None:
         return int(float(v))
     except (TypeError, ValueError):
         return None
+
+
+def ranked_heads(ranking: list[dict]) -> list[str]:
+    """``"  i. sampler  grid=grid"`` of each ranked entry, the columns as wide as their longest
+    value so that long names (``dpm_solver_pp_2s_ancestral``) keep the ranking aligned."""
+    number = len(str(len(ranking)))
+    width = {k: max((len(r[k]) for r in ranking), default=0) for k in ("sampler", "grid")}
+    return [f"  {i:>{number}}. {r['sampler']:<{width['sampler']}}  grid={r['grid']:<{width['grid']}}"
+            for i, r in enumerate(ranking, 1)]  # fmt: skip
 
 
 def banner(partial: list[str]) -> list[str]:
